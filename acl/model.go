@@ -1,0 +1,109 @@
+package acl
+
+import "time"
+
+// TrunkID names a trunk (the Zentrunk trunk_id).
+type TrunkID string
+
+// Trunk status values (trunk_status).
+const (
+	TrunkEnabled  = "enabled"
+	TrunkDisabled = "disabled"
+)
+
+// Trunk directions (trunk_direction). Only outbound (PBX → edge → upstream) is relayed.
+const (
+	DirectionOutbound = "outbound"
+	DirectionInbound  = "inbound"
+)
+
+// Digest algorithm names as they appear in Proxy-Authenticate (RFC 7616/8760).
+const (
+	DigestMD5    = "MD5"
+	DigestSHA256 = "SHA-256"
+)
+
+// Account is one API tenant. Its token is stored only as a hash.
+type Account struct {
+	AuthID    string    `json:"auth_id"`
+	Name      string    `json:"name,omitempty"`
+	TokenHash string    `json:"token_hash"` // see control for the hash scheme
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Entry is one address or CIDR of an IP ACL (the Vobiz entry object).
+// IPAddress is always canonical (see [ParsePrefix]); a disabled entry matches nothing.
+type Entry struct {
+	ID          string    `json:"id"`
+	IPAddress   string    `json:"ip_address"`
+	Description string    `json:"description"`
+	Enabled     bool      `json:"enabled"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// IPACL is an IP access control list (Zentrunk IPAccessControlList).
+type IPACL struct {
+	UUID      string    `json:"ipacl_uuid"`
+	Account   string    `json:"account"`
+	Name      string    `json:"name"`
+	Entries   []Entry   `json:"entries"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// IPAddresses returns the addresses of all entries, enabled or not, in entry order
+// (the Zentrunk ip_addresses view).
+func (a *IPACL) IPAddresses() []string {
+	out := make([]string, 0, len(a.Entries))
+	for _, e := range a.Entries {
+		out = append(out, e.IPAddress)
+	}
+	return out
+}
+
+// Credential is a digest credential. The password itself is never stored: only the
+// HA1s (hex) over Realm, H(username:realm:password), for MD5 and SHA-256.
+type Credential struct {
+	UUID      string    `json:"credential_uuid"`
+	Account   string    `json:"account"`
+	Name      string    `json:"name"`
+	Username  string    `json:"username"`
+	Realm     string    `json:"realm"`
+	HA1MD5    string    `json:"ha1_md5"`
+	HA1SHA256 string    `json:"ha1_sha256"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Trunk is a Zentrunk trunk. A trunk with neither ACLUUID nor CredentialUUID accepts nothing.
+type Trunk struct {
+	ID               TrunkID   `json:"trunk_id"`
+	Account          string    `json:"account"`
+	Name             string    `json:"name"`
+	Direction        string    `json:"trunk_direction"`
+	Status           string    `json:"trunk_status"`
+	Domain           string    `json:"trunk_domain"`
+	ACLUUID          string    `json:"ipacl_uuid,omitempty"`
+	CredentialUUID   string    `json:"credential_uuid,omitempty"`
+	UpstreamURI      string    `json:"upstream_uri,omitempty"`
+	DigestAlgorithms []string  `json:"digest_algorithms,omitempty"`
+	MaxCPS           int       `json:"max_cps,omitempty"`        // 0 = unlimited
+	MaxConcurrent    int       `json:"max_concurrent,omitempty"` // 0 = unlimited
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// Dataset is everything a snapshot is compiled from, at one data-set version.
+type Dataset struct {
+	Version     uint64
+	Emptied     bool // the data set was emptied on purpose by an API write
+	ACLs        []IPACL
+	Credentials []Credential
+	Trunks      []Trunk
+}
+
+// Empty reports whether the data set holds no ACL, credential or trunk.
+func (d *Dataset) Empty() bool {
+	return d == nil || len(d.ACLs)+len(d.Credentials)+len(d.Trunks) == 0
+}
