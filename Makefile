@@ -1,0 +1,45 @@
+# sipedge — the two commands a newcomer needs are `make run` and `make test`.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+.PHONY: run build test test-short lint fuzz bench bench-acl bench-sip clean
+
+## run: start sipedge on the embedded store with the defaults it prints
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/sipedge $(ARGS)
+
+## build: static binary in bin/sipedge
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/sipedge ./cmd/sipedge
+
+## test: everything — installs redis-server/sipp/staticcheck if missing, lint, race, integration, e2e
+test:
+	bash scripts/test.sh
+
+## test-short: unit tests only (no Redis, no SIPp)
+test-short:
+	$(GO) test -short ./...
+
+## lint: gofmt, go vet, staticcheck
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	$$($(GO) env GOPATH)/bin/staticcheck ./...
+
+## fuzz: every fuzz target for a bounded time (FUZZTIME, default 20s each)
+FUZZTIME ?= 20s
+fuzz:
+	bash scripts/fuzz.sh $(FUZZTIME)
+
+## bench: matcher benchmarks, then the SIP ladder
+bench: bench-acl bench-sip
+
+bench-acl:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime=2s ./acl/
+
+bench-sip:
+	bash scripts/bench-sip.sh
+
+clean:
+	rm -rf bin sipedge-data

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sipedge/sipedge/acl"
+	"github.com/sipedge/sipedge/control"
+	"github.com/sipedge/sipedge/sip"
+	"github.com/sipedge/sipedge/store"
+)
+
+// errDrained ends the run group after a completed SIGTERM drain; it is not a failure.
+var errDrained = errors.New("drained")
+
+// serve builds every component, runs them under one errgroup, and returns when ctx is
+// cancelled (SIGINT), a drain completes (SIGTERM), or a component fails.
+func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer, drain <-chan struct{}) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sipedge_build_info", Help: "Always 1; the version label names the build.",
+			ConstLabels: prometheus.Labels{"version": version},
+		}, func() float64 { return 1 }),
+	)
+
+	st, err := openStore(ctx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	created, token, err := control.Bootstrap(ctx, st, cfg.Secrets.AuthID, cfg.Secrets.AuthToken)
+	if err != nil {
+		return fmt.Errorf("bootstrap account: %w", err)
+	}
+
+	nonceKey, err := nonceKey(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	var holder acl.Holder
+	policy := func() sip.Policy {
+		if s := holder.Load(); s != nil {
+			return s
+		}
+		return nil // no snapshot yet: 503 + Retry-After
+	}
+	sipSrv, err := sip.New(sip.Config{
+		Listen:            cfg.SIPListen,
+		Advertise:         cfg.SIPAdvertise,
+		Upstream:          cfg.Upstream,
+		Realm:             cfg.SIPRealm,
+		DigestAlgorithms:  cfg.DigestAlgorithms,
+		NonceKey:          nonceKey,
+		NonceTTL:          cfg.NonceTTL,
+		UserAgent:         cfg.UserAgent,
+		TransactionLinger: cfg.TransactionLinger,
+		Logger:            log.With().Str("component", "sip").Logger(),
+		SlogLogger:        newSlogBridge(log, cfg.SIPLogLevel),
+		Registerer:        reg,
+	}, policy)
+	if err != nil {
+		return fmt.Errorf("sip: %w", err)
+	}
+
+	api := control.New(control.Config{
+		SIPDomain:  cfg.SIPDomain,
+		Realm:      cfg.SIPRealm,
+		AdminToken: cfg.Secrets.AdminToken,
+		Logger:     log.With().Str("component", "control").Logger(),
+		Registerer: reg,
+	}, st)
+
+	ops := &opsHandler{cfg: cfg, holder: &holder, store: st, sip: sipSrv, started: time.Now()}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", ops.healthz)
+	mux.HandleFunc("GET /readyz", ops.readyz)
+	httpSrv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("--http-listen %s: %w", cfg.HTTPListen, err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := st.Watch(gctx, func(s *acl.Snapshot) {
+			holder.Store(s)
+			log.Info().Uint64("snapshot_version", s.Version()).Msg("snapshot applied")
+		})
+		if gctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("store watch: %w", err)
+	})
+	g.Go(func() error {
+		if err := sipSrv.Run(gctx); err != nil && gctx.Err() == nil {
+			return fmt.Errorf("sip: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return httpSrv.Shutdown(sctx)
+	})
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-drain:
+		}
+		ops.draining.Store(true)
+		sipSrv.Drain()
+		deadline := time.NewTimer(cfg.DrainTimeout)
+		defer deadline.Stop()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for sipSrv.ActiveCalls() > 0 {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-deadline.C:
+				log.Warn().Int("active_calls", sipSrv.ActiveCalls()).Msg("drain timeout: stopping with calls in progress")
+				return errDrained
+			case <-tick.C:
+			}
+		}
+		log.Info().Msg("drain complete")
+		return errDrained
+	})
+
+	banner(stdout, cfg, ln.Addr().String(), created, token)
+	err = g.Wait()
+	if errors.Is(err, errDrained) {
+		return nil
+	}
+	return err
+}
+
+func openStore(ctx context.Context, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*store.Store, error) {
+	opts := []store.Option{
+		store.WithLogger(log.With().Str("component", "store").Logger()),
+		store.WithResync(cfg.ResyncInterval),
+		store.WithMetrics(reg),
+	}
+	if cfg.RedisURL != "" {
+		return store.OpenRedis(ctx, cfg.RedisURL, cfg.Secrets.RedisPassword, opts...)
+	}
+	return store.OpenBolt(cfg.DataDir, opts...)
+}
+
+// nonceKey returns the digest nonce key: from the environment, else (embedded mode) a key
+// kept in the data directory so restarts keep issued nonces valid. In Redis mode every node
+// must share the key; without one, nonces verify only on the node that issued them.
+func nonceKey(cfg Config, log zerolog.Logger) ([]byte, error) {
+	if len(cfg.Secrets.NonceKey) > 0 {
+		return cfg.Secrets.NonceKey, nil
+	}
+	if cfg.RedisURL != "" {
+		log.Warn().Msg("SIPEDGE_NONCE_KEY is not set: digest nonces verify only on the node that issued them")
+		return randomKey()
+	}
+	path := filepath.Join(cfg.DataDir, "nonce.key")
+	if b, err := os.ReadFile(path); err == nil {
+		if k := strings.TrimSpace(string(b)); len(k) >= 32 {
+			return []byte(k), nil
+		}
+		return nil, fmt.Errorf("%s: shorter than 32 characters", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	k, err := randomKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, k, 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func randomKey() ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	return []byte(hex.EncodeToString(b)), nil
+}
+
+// banner tells a newcomer what runs where, once, on stdout. A generated token is printed
+// only here and only on the start that created it.
+func banner(w io.Writer, cfg Config, httpAddr string, created bool, token string) {
+	storeDesc := "embedded (bbolt) in " + cfg.DataDir
+	if cfg.RedisURL != "" {
+		storeDesc = "redis " + redactURL(cfg.RedisURL)
+	}
+	fmt.Fprintf(w, "sipedge %s\n", version)
+	fmt.Fprintf(w, "  SIP        udp+tcp %s (realm %q, trunk domains *.%s)\n", cfg.SIPListen, cfg.SIPRealm, cfg.SIPDomain)
+	fmt.Fprintf(w, "  upstream   %s\n", cfg.Upstream)
+	fmt.Fprintf(w, "  API        http://%s/v1/Account/{auth_id}/Zentrunk/  (also /metrics /healthz /readyz)\n", httpAddr)
+	fmt.Fprintf(w, "  store      %s\n", storeDesc)
+	if created && token != "" {
+		fmt.Fprintf(w, "  account    created; this token is shown once, keep it:\n")
+		fmt.Fprintf(w, "             export AUTH_ID=%s AUTH_TOKEN=%s\n", cfg.Secrets.AuthID, token)
+	} else if created {
+		fmt.Fprintf(w, "  account    created from SIPEDGE_AUTH_ID / SIPEDGE_AUTH_TOKEN\n")
+	}
+}

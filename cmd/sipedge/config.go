@@ -1,0 +1,272 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sipedge/sipedge/acl"
+)
+
+// Config is everything sipedge needs to start, from flags and SIPEDGE_* environment variables.
+// Secrets never come from flags: see [secrets].
+type Config struct {
+	SIPListen        string
+	SIPAdvertise     string
+	HTTPListen       string
+	DataDir          string
+	RedisURL         string
+	Upstream         string
+	SIPDomain        string
+	SIPRealm         string
+	DigestAlgorithms []string
+	NonceTTL         time.Duration
+	ResyncInterval   time.Duration
+	DrainTimeout     time.Duration
+	LogLevel         string
+	LogFormat        string
+	SIPLogLevel      string
+	NodeID           string
+	UserAgent        string
+	TransactionLinger time.Duration
+	ShowVersion      bool
+
+	Secrets secrets
+}
+
+// secrets come only from the environment (or files named by it) and are never logged.
+type secrets struct {
+	AuthID        string // SIPEDGE_AUTH_ID (not secret, but travels with the token)
+	AuthToken     string // SIPEDGE_AUTH_TOKEN
+	AdminToken    string // SIPEDGE_ADMIN_TOKEN
+	RedisPassword string // SIPEDGE_REDIS_PASSWORD
+	NonceKey      []byte // SIPEDGE_NONCE_KEY or the file SIPEDGE_NONCE_KEY_FILE
+}
+
+func defaultConfig() Config {
+	return Config{
+		SIPListen:        "0.0.0.0:5060",
+		HTTPListen:       "127.0.0.1:8080",
+		DataDir:          "./sipedge-data",
+		Upstream:         "sip:127.0.0.1:5080",
+		SIPDomain:        "sipedge.local",
+		DigestAlgorithms: []string{acl.DigestMD5, acl.DigestSHA256},
+		NonceTTL:         300 * time.Second,
+		ResyncInterval:   30 * time.Second,
+		DrainTimeout:     30 * time.Second,
+		LogLevel:         "info",
+		LogFormat:        "json",
+		SIPLogLevel:      "warn",
+		UserAgent:        "sipedge",
+	}
+}
+
+// envName maps a flag name to its environment variable: sip-listen → SIPEDGE_SIP_LISTEN.
+func envName(flagName string) string {
+	return "SIPEDGE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads flags from args, then fills every flag not given on the command line
+// from its SIPEDGE_* variable, then secrets, then validates.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	c := defaultConfig()
+	fs := flag.NewFlagSet("sipedge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	algs := strings.Join(c.DigestAlgorithms, ",")
+	fs.StringVar(&c.SIPListen, "sip-listen", c.SIPListen, "SIP listen address, UDP and TCP on the same port")
+	fs.StringVar(&c.SIPAdvertise, "sip-advertise", c.SIPAdvertise, "host[:port] put in Via and Record-Route (default: the listen address)")
+	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "control API, /metrics, /healthz and /readyz listen address")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded store (ignored with --redis-url)")
+	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "redis://host:6379/0 or rediss://… to share one data set between nodes (password: SIPEDGE_REDIS_PASSWORD)")
+	fs.StringVar(&c.Upstream, "upstream", c.Upstream, "default upstream for allowed INVITEs (a trunk's upstream_uri overrides it)")
+	fs.StringVar(&c.SIPDomain, "sip-domain", c.SIPDomain, "domain under which trunks get their default trunk_domain <trunk_id>.<sip-domain>")
+	fs.StringVar(&c.SIPRealm, "sip-realm", c.SIPRealm, "digest realm of every challenge and stored HA1 (default: --sip-domain); changing it requires resetting passwords")
+	fs.StringVar(&algs, "digest-algorithms", algs, "challenge order, comma separated: MD5,SHA-256")
+	fs.DurationVar(&c.NonceTTL, "nonce-ttl", c.NonceTTL, "lifetime of a digest nonce")
+	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "backstop full reload interval of the data set")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM, how long in-flight calls may take to finish")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or console")
+	fs.StringVar(&c.SIPLogLevel, "sip-log-level", c.SIPLogLevel, "level of sipgo's own logs (debug, info, warn, error)")
+	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "name of this node in the cluster view (default: hostname + random suffix)")
+	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "Server/User-Agent header the edge sends (no version by default)")
+	fs.DurationVar(&c.TransactionLinger, "transaction-linger", c.TransactionLinger, "how long finished SIP transactions are kept for retransmissions (0: RFC 3261 64*T1 = 32s)")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || envErr != nil {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	c.DigestAlgorithms = splitList(algs)
+	if c.SIPRealm == "" {
+		c.SIPRealm = c.SIPDomain
+	}
+	s, err := readSecrets(getenv)
+	if err != nil {
+		return c, err
+	}
+	c.Secrets = s
+	return c, c.Validate()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func readSecrets(getenv func(string) string) (secrets, error) {
+	s := secrets{
+		AuthID:        getenv("SIPEDGE_AUTH_ID"),
+		AuthToken:     getenv("SIPEDGE_AUTH_TOKEN"),
+		AdminToken:    getenv("SIPEDGE_ADMIN_TOKEN"),
+		RedisPassword: getenv("SIPEDGE_REDIS_PASSWORD"),
+	}
+	key := getenv("SIPEDGE_NONCE_KEY")
+	if f := getenv("SIPEDGE_NONCE_KEY_FILE"); f != "" {
+		if key != "" {
+			return s, errors.New("set SIPEDGE_NONCE_KEY or SIPEDGE_NONCE_KEY_FILE, not both")
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return s, fmt.Errorf("SIPEDGE_NONCE_KEY_FILE: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	if key != "" {
+		if len(key) < 32 {
+			return s, fmt.Errorf("SIPEDGE_NONCE_KEY: %d characters, want at least 32", len(key))
+		}
+		s.NonceKey = []byte(key)
+	}
+	return s, nil
+}
+
+// Validate reports the first bad setting, naming the flag, the value and why.
+func (c *Config) Validate() error {
+	if err := validHostPort("sip-listen", c.SIPListen); err != nil {
+		return err
+	}
+	if err := validHostPort("http-listen", c.HTTPListen); err != nil {
+		return err
+	}
+	if c.SIPAdvertise != "" && strings.ContainsAny(c.SIPAdvertise, " \r\n;,<>\"") {
+		return fmt.Errorf("--sip-advertise %q: not a host[:port]", c.SIPAdvertise)
+	}
+	if c.RedisURL == "" && c.DataDir == "" {
+		return errors.New("--data-dir: empty (the embedded store needs a directory)")
+	}
+	if c.RedisURL != "" {
+		u, err := url.Parse(c.RedisURL)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return fmt.Errorf("--redis-url %q: want redis://host:port/db or rediss://…", redactURL(c.RedisURL))
+		}
+		if u.User != nil {
+			if _, has := u.User.Password(); has {
+				return errors.New("--redis-url: must not carry a password; use SIPEDGE_REDIS_PASSWORD")
+			}
+		}
+	}
+	if err := validSIPURI("upstream", c.Upstream); err != nil {
+		return err
+	}
+	if c.SIPDomain == "" || strings.ContainsAny(c.SIPDomain, " \r\n;:/@") {
+		return fmt.Errorf("--sip-domain %q: not a domain name", c.SIPDomain)
+	}
+	if strings.ContainsAny(c.SIPRealm, "\"\r\n\\") {
+		return fmt.Errorf("--sip-realm %q: must not contain quotes, backslashes or line breaks", c.SIPRealm)
+	}
+	if len(c.DigestAlgorithms) == 0 {
+		return errors.New("--digest-algorithms: empty")
+	}
+	seen := map[string]bool{}
+	for _, a := range c.DigestAlgorithms {
+		if a != acl.DigestMD5 && a != acl.DigestSHA256 {
+			return fmt.Errorf("--digest-algorithms: %q is not MD5 or SHA-256", a)
+		}
+		if seen[a] {
+			return fmt.Errorf("--digest-algorithms: %q twice", a)
+		}
+		seen[a] = true
+	}
+	for name, d := range map[string]time.Duration{"nonce-ttl": c.NonceTTL, "resync-interval": c.ResyncInterval, "drain-timeout": c.DrainTimeout} {
+		if d <= 0 {
+			return fmt.Errorf("--%s %s: must be positive", name, d)
+		}
+	}
+	if c.TransactionLinger < 0 {
+		return fmt.Errorf("--transaction-linger %s: must not be negative", c.TransactionLinger)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		return fmt.Errorf("--log-format %q: want json or console", c.LogFormat)
+	}
+	for name, l := range map[string]string{"log-level": c.LogLevel, "sip-log-level": c.SIPLogLevel} {
+		switch l {
+		case "debug", "info", "warn", "error":
+		default:
+			return fmt.Errorf("--%s %q: want debug, info, warn or error", name, l)
+		}
+	}
+	if strings.ContainsAny(c.UserAgent, "\r\n") {
+		return errors.New("--user-agent: must not contain line breaks")
+	}
+	return nil
+}
+
+func validHostPort(name, v string) error {
+	if _, err := netip.ParseAddrPort(v); err != nil {
+		return fmt.Errorf("--%s %q: want ip:port (e.g. 0.0.0.0:5060 or [::]:5060): %v", name, v, err)
+	}
+	return nil
+}
+
+func validSIPURI(name, v string) error {
+	if strings.ContainsAny(v, " \r\n<>\"") {
+		return fmt.Errorf("--%s %q: not a SIP URI", name, v)
+	}
+	rest, ok := strings.CutPrefix(v, "sip:")
+	if !ok {
+		rest, ok = strings.CutPrefix(v, "sips:")
+	}
+	if !ok || rest == "" || strings.HasPrefix(rest, ":") {
+		return fmt.Errorf("--%s %q: want sip:host[:port]", name, v)
+	}
+	return nil
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "<unparsable>"
+	}
+	return u.Redacted()
+}
