@@ -21,7 +21,7 @@ var (
 
 // InUseError is returned (wrapping ErrConflict) when deleting an ACL or credential that trunks still use.
 type InUseError struct {
-	Kind   string   // "ipacl" or "credential"
+	Kind   string // "ipacl" or "credential"
 	ID     string
 	Trunks []string // trunk_ids that reference it, sorted
 }

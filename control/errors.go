@@ -1,0 +1,155 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/sipedge/sipedge/acl"
+	"github.com/sipedge/sipedge/store"
+)
+
+// apiError is an error that already knows its HTTP status and its client-facing message.
+// Handlers return it for request problems they detect themselves; everything else is
+// mapped by [call.fail].
+type apiError struct {
+	status int
+	msg    string
+	header http.Header // extra response headers (WWW-Authenticate, …)
+}
+
+func (e *apiError) Error() string { return strconv.Itoa(e.status) + ": " + e.msg }
+
+func errorf(status int, format string, args ...any) *apiError {
+	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func badRequest(format string, args ...any) error {
+	return errorf(http.StatusBadRequest, format, args...)
+}
+func notFound(format string, args ...any) error { return errorf(http.StatusNotFound, format, args...) }
+func conflict(format string, args ...any) error { return errorf(http.StatusConflict, format, args...) }
+func invalid(format string, args ...any) error {
+	return errorf(http.StatusUnprocessableEntity, format, args...)
+}
+
+// errorBody is the one error shape of the API.
+type errorBody struct {
+	APIID string `json:"api_id"`
+	Error string `json:"error"`
+}
+
+// fail renders err as {api_id, error} with the status it maps to. This is the only place
+// that turns errors into responses:
+//
+//	*apiError                       its own status
+//	*http.MaxBytesError             413
+//	*acl.ValidationError            422 (every bad value named)
+//	store.InUseError                409 naming the trunks
+//	store.ErrNotFound               404
+//	store.ErrConflict               409
+//	store.ErrInvalidRef, ErrInvalid 422
+//	store.ErrUnavailable            503 with Retry-After
+//	anything else                   500, logged once
+func (c *call) fail(err error) {
+	var (
+		ae     *apiError
+		tooBig *http.MaxBytesError
+		inUse  *store.InUseError
+		bad    *acl.ValidationError
+	)
+	status, msg := http.StatusInternalServerError, "internal error"
+	switch {
+	case errors.As(err, &ae):
+		status, msg = ae.status, ae.msg
+		for k, vs := range ae.header {
+			c.w.Header()[k] = vs
+		}
+	case errors.As(err, &tooBig):
+		status, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)
+	case errors.As(err, &bad):
+		status, msg = http.StatusUnprocessableEntity, bad.Error()
+	case errors.Is(err, acl.ErrInvalidPrefix):
+		status, msg = http.StatusUnprocessableEntity, err.Error()
+	case errors.As(err, &inUse):
+		status, msg = http.StatusConflict, fmt.Sprintf("%s %s is used by trunks %s: detach or delete them first",
+			kindName(inUse.Kind), inUse.ID, strings.Join(inUse.Trunks, ", "))
+	case errors.Is(err, store.ErrNotFound):
+		status, msg = http.StatusNotFound, "not found"
+	case errors.Is(err, store.ErrConflict):
+		status, msg = http.StatusConflict, "conflict: "+strings.TrimPrefix(err.Error(), "store: ")
+	case errors.Is(err, store.ErrInvalidRef), errors.Is(err, store.ErrInvalid):
+		status, msg = http.StatusUnprocessableEntity, strings.TrimPrefix(err.Error(), "store: ")
+	case errors.Is(err, store.ErrUnavailable):
+		status, msg = http.StatusServiceUnavailable, "store unavailable, retry later"
+		c.w.Header().Set("Retry-After", "1")
+	case c.r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this answer.
+		status, msg = http.StatusServiceUnavailable, "request canceled"
+	}
+	if status == http.StatusInternalServerError {
+		c.s.log.Error().Err(err).Str("api_id", c.apiID).Str("method", c.r.Method).
+			Str("path", c.r.URL.Path).Msg("internal error")
+	}
+	if status == http.StatusUnauthorized {
+		c.s.metrics.authFailure()
+	}
+	if c.w.code != 0 {
+		return // a response is already on its way; the error was logged above if it matters
+	}
+	c.writeJSON(status, errorBody{APIID: c.apiID, Error: msg})
+}
+
+// kindName is the client-facing name of a store object kind.
+func kindName(k string) string {
+	switch k {
+	case "ipacl":
+		return "IP access control list"
+	case "credential":
+		return "credential"
+	}
+	return k
+}
+
+// writeJSON writes v as the JSON body with status.
+func (c *call) writeJSON(status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.s.log.Error().Err(err).Str("api_id", c.apiID).Msg("encode response")
+		status, b = http.StatusInternalServerError, []byte(`{"api_id":"`+c.apiID+`","error":"internal error"}`)
+	}
+	h := c.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	c.w.WriteHeader(status)
+	_, _ = c.w.Write(append(b, '\n'))
+}
+
+// version sets X-Sipedge-Version, the data-set version a write produced.
+func (c *call) version(v uint64) {
+	c.w.Header().Set("X-Sipedge-Version", strconv.FormatUint(v, 10))
+}
+
+// done answers a successful write: status, X-Sipedge-Version and a body of api_id,
+// message, the object's id under idField and any validation warnings.
+func (c *call) done(status int, v uint64, message, idField, id string, warnings []string) error {
+	c.version(v)
+	body := map[string]any{"api_id": c.apiID, "message": message, idField: id}
+	if len(warnings) > 0 {
+		body["warnings"] = warnings
+	}
+	c.writeJSON(status, body)
+	return nil
+}
+
+// noContent answers a successful delete: 204 with X-Sipedge-Version.
+func (c *call) noContent(v uint64) error {
+	c.version(v)
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,362 @@
+// Package control is the sipedge control-plane HTTP API: Plivo Zentrunk–compatible IP
+// access control lists (with Vobiz-style entries), digest credentials and trunks under
+// /v1/Account/{auth_id}/Zentrunk/, an optional admin API that adds accounts, and the
+// OpenAPI document of all of it at /v1/openapi.json.
+//
+// Every request is validated here; every write becomes exactly one [store.API] call, so a
+// failed request changes nothing; every error is rendered by one function as JSON
+// {api_id, error}. The package never talks SIP: the data path sees the result of a write
+// through the store's snapshots.
+package control
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/store"
+)
+
+// DefaultMaxBodyBytes is the request body limit when [Config.MaxBodyBytes] is 0.
+const DefaultMaxBodyBytes = 64 << 10
+
+// DefaultRealm is the digest realm when neither [Config.Realm] nor [Config.SIPDomain] is set.
+const DefaultRealm = "sipedge"
+
+// Config is the user-facing configuration of the API. The zero value works: no default
+// trunk domain, realm [DefaultRealm], no admin API, [DefaultMaxBodyBytes], no logging and
+// no metrics.
+type Config struct {
+	// SIPDomain is the suffix of default trunk domains: a trunk created without
+	// trunk_domain answers on "<trunk_id>.<SIPDomain>". Empty means trunk_domain must be
+	// given when a trunk is created.
+	SIPDomain string
+	// Realm is the digest realm every credential's HA1s are computed over. There is one
+	// per deployment because a credential can serve several trunks and with HA1-only
+	// storage no other realm could be verified; changing it means passwords must be set
+	// again. Empty defaults to SIPDomain, then [DefaultRealm].
+	Realm string
+	// AdminToken guards /v1/Admin/ (Authorization: Bearer <token>). Empty disables the
+	// admin API: its routes answer 404.
+	AdminToken string
+	// MaxBodyBytes caps request bodies; larger ones get 413. 0 means [DefaultMaxBodyBytes].
+	MaxBodyBytes int64
+	// Logger receives one line per request (debug), per write (info) and per internal
+	// error (error). Bodies, passwords and tokens are never logged.
+	Logger zerolog.Logger
+	// Registerer receives the API metrics (see README.md). Nil records none.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports configuration errors: a SIPDomain that is not a lowercase DNS name, a
+// negative MaxBodyBytes, an AdminToken shorter than [MinTokenLength].
+func (c Config) Validate() error {
+	if c.SIPDomain != "" {
+		if err := validDNSName(c.SIPDomain); err != nil {
+			return fmt.Errorf("control: sip domain %q: %s", c.SIPDomain, err)
+		}
+	}
+	if c.MaxBodyBytes < 0 {
+		return fmt.Errorf("control: max body bytes %d: must not be negative", c.MaxBodyBytes)
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < MinTokenLength {
+		return fmt.Errorf("control: admin token: must be at least %d characters", MinTokenLength)
+	}
+	return nil
+}
+
+// Option changes an optional knob of [New].
+type Option func(*Server)
+
+// WithClock sets the clock used for created_at/updated_at (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(s *Server) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// Server serves the control API. Build it with [New]; it is safe for concurrent use and
+// holds no state of its own besides configuration: everything lives in the store.
+type Server struct {
+	cfg      Config
+	realm    string
+	maxBody  int64
+	st       store.API
+	log      zerolog.Logger
+	now      func() time.Time
+	metrics  *metrics
+	mux      *http.ServeMux
+	routes   []route
+	patterns map[string]string // mux pattern → route label (the documented path)
+	adminSum [32]byte          // SHA-256 of Config.AdminToken, compared in constant time
+}
+
+// New builds the API over st. Call [Config.Validate] first to reject bad configuration.
+func New(cfg Config, st store.API, opts ...Option) *Server {
+	s := &Server{
+		cfg:     cfg,
+		realm:   cfg.Realm,
+		maxBody: cfg.MaxBodyBytes,
+		st:      st,
+		log:     cfg.Logger.With().Str("component", "control").Logger(),
+		now:     time.Now,
+	}
+	if s.realm == "" {
+		s.realm = cfg.SIPDomain
+	}
+	if s.realm == "" {
+		s.realm = DefaultRealm
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if cfg.AdminToken != "" {
+		s.adminSum = sum256(cfg.AdminToken)
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if cfg.Registerer != nil {
+		s.metrics = newMetrics(cfg.Registerer)
+	}
+	s.routes = s.table()
+	s.mux = http.NewServeMux()
+	s.patterns = make(map[string]string, 2*len(s.routes))
+	for _, rt := range s.routes {
+		h := s.wrap(rt)
+		for _, p := range muxPatterns(rt) {
+			s.mux.Handle(p, h)
+			s.patterns[p] = rt.path
+		}
+	}
+	return s
+}
+
+// Handler returns the handler of everything under /v1/ (the Zentrunk API, the admin API
+// and /v1/openapi.json). The caller mounts it, next to /metrics, /healthz and /readyz.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// authKind says how a route authenticates its caller.
+type authKind uint8
+
+const (
+	authNone    authKind = iota // public (the OpenAPI document)
+	authAccount                 // HTTP basic auth_id:auth_token matching the path's auth_id
+	authAdmin                   // Bearer Config.AdminToken
+)
+
+// route is one documented method+path. Paths ending in "/" are also served without the
+// trailing slash.
+type route struct {
+	method string
+	path   string
+	auth   authKind
+	h      func(*call) error
+}
+
+// muxPatterns are the ServeMux patterns serving rt: with and without the trailing slash.
+func muxPatterns(rt route) []string {
+	if strings.HasSuffix(rt.path, "/") {
+		return []string{
+			rt.method + " " + rt.path + "{$}",
+			rt.method + " " + strings.TrimSuffix(rt.path, "/"),
+		}
+	}
+	return []string{rt.method + " " + rt.path}
+}
+
+const zentrunk = "/v1/Account/{auth_id}/Zentrunk/"
+
+// table lists every route. The OpenAPI test checks it against openapi.json both ways.
+func (s *Server) table() []route {
+	const (
+		acls    = zentrunk + "IPAccessControlList/"
+		acl     = acls + "{ipacl_uuid}/"
+		entries = acl + "Entry/"
+		entry   = entries + "{entry_id}/"
+		creds   = zentrunk + "Credential/"
+		cred    = creds + "{credential_uuid}/"
+		trunks  = zentrunk + "Trunk/"
+		trunk   = trunks + "{trunk_id}/"
+	)
+	rs := []route{
+		{http.MethodGet, "/v1/openapi.json", authNone, s.openAPI},
+
+		{http.MethodGet, acls, authAccount, s.listACLs},
+		{http.MethodPost, acls, authAccount, s.createACL},
+		{http.MethodGet, acl, authAccount, s.getACL},
+		{http.MethodPost, acl, authAccount, s.updateACL},
+		{http.MethodDelete, acl, authAccount, s.deleteACL},
+
+		{http.MethodGet, entries, authAccount, s.listEntries},
+		{http.MethodPost, entries, authAccount, s.addEntry},
+		{http.MethodGet, entry, authAccount, s.getEntry},
+		{http.MethodPost, entry, authAccount, s.updateEntry},
+		{http.MethodDelete, entry, authAccount, s.deleteEntry},
+
+		{http.MethodGet, creds, authAccount, s.listCredentials},
+		{http.MethodPost, creds, authAccount, s.createCredential},
+		{http.MethodGet, cred, authAccount, s.getCredential},
+		{http.MethodPost, cred, authAccount, s.updateCredential},
+		{http.MethodDelete, cred, authAccount, s.deleteCredential},
+
+		{http.MethodGet, trunks, authAccount, s.listTrunks},
+		{http.MethodPost, trunks, authAccount, s.createTrunk},
+		{http.MethodGet, trunk, authAccount, s.getTrunk},
+		{http.MethodPost, trunk, authAccount, s.updateTrunk},
+		{http.MethodDelete, trunk, authAccount, s.deleteTrunk},
+	}
+	if s.cfg.AdminToken != "" {
+		rs = append(rs,
+			route{http.MethodGet, adminAccounts, authAdmin, s.adminListAccounts},
+			route{http.MethodPost, adminAccounts, authAdmin, s.adminCreateAccount},
+		)
+	}
+	return rs
+}
+
+// call is the state of one request, shared by the router, the auth step, the handler and
+// the renderers.
+type call struct {
+	s       *Server
+	w       *statusWriter
+	r       *http.Request
+	apiID   string
+	account string // authenticated auth_id (account routes only)
+}
+
+type callKey struct{}
+
+// serveHTTP routes one request: unclean paths and unknown routes get 404, known paths
+// with another method 405 with Allow; everything else goes through the mux to the route's
+// wrapper. It records the metrics and the access log line.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	c := &call{s: s, w: &statusWriter{ResponseWriter: w}, r: r, apiID: uuid.NewString()}
+	c.w.Header().Set("X-Api-Id", c.apiID)
+	label := "unmatched"
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			c.fail(fmt.Errorf("control: panic: %v", v))
+		}
+		d := time.Since(start)
+		s.metrics.observe(label, r.Method, c.w.status(), d)
+		ev := s.log.Debug()
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && c.w.status() < 300 {
+			ev = s.log.Info()
+		}
+		ev.Str("api_id", c.apiID).Str("method", r.Method).Str("route", label).
+			Str("auth_id", c.account).Int("status", c.w.status()).Dur("duration", d).Msg("api request")
+	}()
+
+	if cleanPath(r.URL.Path) != r.URL.Path {
+		c.fail(notFound("no such resource: %s", r.URL.Path))
+		return
+	}
+	_, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		if allow := s.allowed(r); len(allow) > 0 {
+			c.w.Header().Set("Allow", strings.Join(allow, ", "))
+			c.fail(&apiError{status: http.StatusMethodNotAllowed,
+				msg: fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+			return
+		}
+		c.fail(notFound("no such resource: %s", r.URL.Path))
+		return
+	}
+	label = s.patterns[pattern]
+	s.mux.ServeHTTP(c.w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+}
+
+// allowed lists the methods the path of r is routed for (empty: unknown path).
+func (s *Server) allowed(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, p := s.mux.Handler(probe); p != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// wrap turns a route's handler into an http.Handler: authentication, then the handler,
+// then one rendering of any error.
+func (s *Server) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		c := r.Context().Value(callKey{}).(*call)
+		c.r = r
+		var err error
+		switch rt.auth {
+		case authAccount:
+			err = s.authAccount(c)
+		case authAdmin:
+			err = s.authAdmin(c)
+		}
+		if err == nil {
+			err = rt.h(c)
+		}
+		if err != nil {
+			c.fail(err)
+		}
+	})
+}
+
+// cleanPath is path.Clean that keeps a trailing slash; paths it changes are not routed.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		return "/" + p
+	}
+	parts := strings.Split(p, "/")
+	for _, seg := range parts[1 : len(parts)-1] {
+		if seg == "" || seg == "." || seg == ".." {
+			return ""
+		}
+	}
+	if last := parts[len(parts)-1]; last == "." || last == ".." {
+		return ""
+	}
+	return p
+}
+
+// statusWriter remembers the status code written, for metrics and logs.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

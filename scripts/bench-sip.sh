@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# scripts/bench-sip.sh — SIP relay ladder on loopback: SIPp UAC (127.0.0.2) → sipedge → SIPp UAS,
+# stepping the call rate; per step: failed %, INVITE→200 latency (SIPp rtd, ms resolution), the
+# edge's CPU µs per call and RSS. Runs with a 10-entry and a 10,000-entry ACL, and a no-edge
+# ceiling (UAC straight to UAS). Loopback only; stops what it starts, by PID.
+#   RATES="500 1000 2000" DURATION=10 make bench-sip
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${RATES:=250 500 1000 1500 2000 2500 3000}"
+: "${DURATION:=10}"
+: "${SIZES:=10 10000}"
+: "${OUT:=bench/results}"
+mkdir -p "$OUT"
+TMP="$(mktemp -d -t sipedge-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)"; exit 1; }
+go build -o "$TMP/sipedge" ./cmd/sipedge
+UAS_PORT=35080 EDGE_PORT=35060 HTTP_PORT=38080
+AUTH_ID=MABENCH000000000001 AUTH_TOKEN=bench-token-000000000001
+HZ=$(getconf CLK_TCK)
+
+start_uas() {
+	sipp -sn uas -i 127.0.0.1 -p $UAS_PORT -bg >/dev/null 2>&1 &
+	sleep 0.5
+	UAS_PID=$(ss -lunpH "sport = :$UAS_PORT" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+	PIDS+=("$UAS_PID")
+}
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+start_edge() { # start_edge N_ENTRIES
+	local n=$1 data="$TMP/data-$n"
+	rm -rf "$data"
+	SIPEDGE_AUTH_ID=$AUTH_ID SIPEDGE_AUTH_TOKEN=$AUTH_TOKEN "$TMP/sipedge" --sip-listen 127.0.0.1:$EDGE_PORT \
+		--http-listen 127.0.0.1:$HTTP_PORT --upstream sip:127.0.0.1:$UAS_PORT --data-dir "$data" \
+		--log-level warn >"$TMP/edge-$n.log" 2>&1 &
+	EDGE_PID=$!
+	PIDS+=("$EDGE_PID")
+	for _ in $(seq 100); do curl -fsS http://127.0.0.1:$HTTP_PORT/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+	python3 - "$n" >"$TMP/acls.jsonl" <<'PY'
+import json, sys
+n = int(sys.argv[1]); lines = [f"10.{(i >> 8) & 255}.{i & 255}.0/24" for i in range(n - 1)] + ["127.0.0.0/29"]
+for i in range(0, len(lines), 500):
+    print(json.dumps({"name": f"bench-{i // 500}", "ip_addresses": lines[i:i + 500]}))
+PY
+	local api="http://127.0.0.1:$HTTP_PORT/v1/Account/$AUTH_ID/Zentrunk" uuid
+	while IFS= read -r body; do
+		uuid=$(curl -fsS -u "$AUTH_ID:$AUTH_TOKEN" -H 'Content-Type: application/json' -d "$body" "$api/IPAccessControlList/" |
+			python3 -c 'import json,sys; print(json.load(sys.stdin)["ipacl_uuid"])')
+		curl -fsS -u "$AUTH_ID:$AUTH_TOKEN" -H 'Content-Type: application/json' \
+			-d "{\"name\":\"t-$uuid\",\"ipacl_uuid\":\"$uuid\"}" "$api/Trunk/" >/dev/null
+	done <"$TMP/acls.jsonl"
+	sleep 0.5
+}
+
+step() { # step LABEL TARGET_PORT RATE PID|- -> one markdown row; returns 1 when the step failed
+	local label=$1 port=$2 rate=$3 pid=$4 calls=$(($3 * DURATION)) c0=0 c1=0 rss="-"
+	rm -f "$TMP"/uac*.csv "$TMP"/uac*_rtt.csv
+	[ "$pid" != - ] && c0=$(cpu_ticks "$pid")
+	timeout $((DURATION * 4 + 30)) sipp "127.0.0.1:$port" -sf scripts/sipp/uac.xml -i 127.0.0.2 -p 35061 \
+		-r "$rate" -m "$calls" -l $((rate * 4)) -d 0 -buff_size 4194304 -recv_timeout 5000 -timeout $((DURATION * 4 + 20)) \
+		-trace_stat -stf "$TMP/uac.csv" -trace_rtt -rtt_freq 1000000 >/dev/null 2>&1 || true
+	[ "$pid" != - ] && { c1=$(cpu_ticks "$pid"); rss=$(($(rss_kb "$pid") / 1024)); }
+	python3 - "$TMP/uac.csv" "$label" "$rate" "$calls" $((c1 - c0)) "$HZ" "$rss" "$TMP" <<'PY'
+import csv, glob, sys
+f, label, rate, calls, ticks, hz, rss, tmp = sys.argv[1:]
+rows = list(csv.reader(open(f), delimiter=';')); h, last = rows[0], rows[-1]
+ok, bad = int(last[h.index('SuccessfulCall(C)')]), int(last[h.index('FailedCall(C)')])
+rtts = []
+for rf in glob.glob(tmp + '/*_rtt.csv'):
+    for r in list(csv.reader(open(rf), delimiter=';'))[1:]:
+        # Date_ms;response_time_ms;rtd_no — rtd 1 is INVITE sent → 200 received
+        if len(r) >= 3 and r[2].strip() in ('1', 'rtd1'):
+            try: rtts.append(float(r[1]))
+            except ValueError: pass
+rtts.sort()
+p = lambda q: f"{rtts[int(q * (len(rtts) - 1))]:.1f}" if rtts else "-"
+failpct = 100.0 * (int(calls) - ok) / int(calls)
+cpu = f"{int(ticks) * 1e6 / int(hz) / max(ok, 1):.0f}" if label != "no-edge" else "-"
+print(f"| {label} | {rate} | {ok}/{calls} | {failpct:.2f} | {p(0.5)} | {p(0.99)} | {cpu} | {rss} |")
+sys.exit(0 if failpct < 1 else 1)
+PY
+}
+
+{
+	echo "# SIP relay ladder — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, ${DURATION}s steps"
+	echo
+	echo "Command: \`RATES=\"$RATES\" DURATION=$DURATION make bench-sip\`"
+	echo
+	echo "| config | cps | ok/offered | failed % | INVITE→200 p50 ms | p99 ms | edge CPU µs/call | edge RSS MiB |"
+	echo "|---|---|---|---|---|---|---|---|"
+} >"$TMP/table.md"
+start_uas
+for r in $RATES; do step no-edge $UAS_PORT "$r" - >>"$TMP/table.md" || break; done
+for n in $SIZES; do
+	start_edge "$n"
+	for r in $RATES; do step "edge-$n" $EDGE_PORT "$r" "$EDGE_PID" >>"$TMP/table.md" || break; done
+	stop_pid "$EDGE_PID"
+done
+out="$OUT/sip-ladder-$(date -u +%Y%m%d-%H%M).md"
+cp "$TMP/table.md" "$out"
+cp "$TMP/table.md" "$OUT/latest.md"
+cat "$out"

@@ -1,0 +1,364 @@
+package sip
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/acl"
+)
+
+// Defaults applied by [New] to zero fields of [Config].
+const (
+	DefaultListen                 = "0.0.0.0:5060"
+	DefaultRealm                  = "sipedge"
+	DefaultNonceTTL               = 300 * time.Second
+	DefaultUpstreamTimeout        = 32 * time.Second // RFC 3261 Timer B = 64*T1
+	DefaultInviteTimeout          = 180 * time.Second // RFC 3261 Timer C (> 3 min is RFC, 180 s is common)
+	DefaultUpstreamConnectTimeout = 5 * time.Second
+	DefaultMaxMessageBytes        = 32 << 10
+	DefaultMaxPending             = 10000
+	DefaultUserAgent              = "sipedge"
+	DefaultUDPReadBuffer          = 4 << 20
+	DefaultTCPReadIdleTimeout     = 5 * time.Minute
+	DefaultTCPWriteTimeout        = 30 * time.Second
+	DefaultDialogTimeout          = 4 * time.Hour
+	DefaultRetryAfter             = 5 * time.Second
+
+	// MinNonceKeyBytes is the shortest accepted [Config.NonceKey].
+	MinNonceKeyBytes = 32
+	// maxMessageCap is the largest [Config.MaxMessageBytes]: sipgo's read buffer is a uint16.
+	maxMessageCap = 65535
+)
+
+// ErrInvalidConfig is wrapped by every error [Config.Validate] returns.
+var ErrInvalidConfig = errors.New("sip: invalid config")
+
+// Config is the SIP edge configuration. The zero value of every field but NonceKey means
+// "the default" (see the Default* constants); NonceKey is required.
+type Config struct {
+	// Listen is the host:port both UDP and TCP bind. Port 0 picks one free port that both
+	// transports then share. Default "0.0.0.0:5060".
+	Listen string
+
+	// Advertise is the host[:port] written into our Via and Record-Route. Default: the
+	// listen IP, or, when that is a wildcard, the local address the kernel would use to
+	// reach the default upstream (else the first non-loopback interface address). The
+	// port defaults to the bound port.
+	Advertise string
+
+	// Upstream is the default next hop for allowed INVITEs, "sip:host[:port][;transport=tcp]".
+	// A trunk's upstream_uri overrides it. Host names are resolved by the app (A/AAAA,
+	// cached for a minute), never per request by sipgo.
+	Upstream string
+
+	// Realm is the digest realm every 407 names. Credentials carry HA1s computed over it.
+	Realm string
+
+	// DigestAlgorithms is the default order of Proxy-Authenticate challenges ("MD5",
+	// "SHA-256"). MD5 leads by default because many PBXs (and SIPp) answer only the first
+	// challenge and only in MD5. A trunk's DigestAlgorithms overrides it.
+	DigestAlgorithms []string
+
+	// NonceKey signs digest nonces and Record-Route tokens. At least 32 bytes; every node
+	// of a deployment must share it, so a nonce or a route issued by one node verifies on
+	// another. Never logged.
+	NonceKey []byte
+
+	// NonceTTL is how long a nonce stays fresh; a correct answer to an older one gets
+	// 407 stale=true. Default 300 s.
+	NonceTTL time.Duration
+
+	// UpstreamTimeout bounds the wait for the first response from upstream (RFC 3261
+	// Timer B); when it fires the PBX gets 408. Default 32 s.
+	UpstreamTimeout time.Duration
+
+	// InviteTimeout bounds the wait for a final response once upstream has sent a
+	// provisional one (RFC 3261 Timer C); when it fires the edge CANCELs upstream and
+	// answers 408. Default 180 s.
+	InviteTimeout time.Duration
+
+	// UpstreamConnectTimeout bounds opening a TCP connection to the upstream; failure
+	// answers 503. Default 5 s.
+	UpstreamConnectTimeout time.Duration
+
+	// MaxMessageBytes caps a SIP message (parser limit; larger TCP messages close the
+	// connection, larger datagrams are dropped). Default 32 KiB, at most 65535.
+	MaxMessageBytes int
+
+	// MaxPendingTransactions caps requests being relayed at once; beyond it new INVITEs
+	// get 503 + Retry-After. Default 10000.
+	MaxPendingTransactions int
+
+	// UserAgent is the Server header of responses the edge generates. Default "sipedge",
+	// never a version. "-" sends no Server header.
+	UserAgent string
+
+	// UDPReadBuffer is SO_RCVBUF of the UDP socket (capped by net.core.rmem_max).
+	// Default 4 MiB: the single UDP reader drops datagrams with the kernel default.
+	UDPReadBuffer int
+
+	// TCPReadIdleTimeout closes a TCP connection that sent nothing for this long
+	// (slowloris guard; pick minutes, it also cuts quiet trunks). Default 5 min.
+	TCPReadIdleTimeout time.Duration
+	// TCPWriteTimeout bounds one TCP write. Default 30 s.
+	TCPWriteTimeout time.Duration
+
+	// TransactionLinger, when > 0, shortens how long finished transactions are kept to
+	// absorb retransmissions (RFC 3261 Timers D, J, L, M; 32 s by RFC). A shorter linger
+	// saves memory under load but deviates from RFC 3261/6026. It sets sipgo's
+	// process-wide timers. 0 keeps the RFC values.
+	TransactionLinger time.Duration
+
+	// DialogTimeout is how long an answered call counts in sipedge_sip_active_dialogs
+	// when no BYE is seen. Routing of in-dialog requests is stateless and does not
+	// depend on it. Default 4 h.
+	DialogTimeout time.Duration
+
+	// RetryAfter is the Retry-After of 503 answers (not ready, draining, overload).
+	// Default 5 s.
+	RetryAfter time.Duration
+
+	// Logger receives the edge's own log lines (component "sip").
+	Logger zerolog.Logger
+
+	// Registerer, when set, receives the sipedge_sip_* metrics.
+	Registerer prometheus.Registerer
+}
+
+// Option configures optional collaborators of a [Server].
+type Option func(*options)
+
+type options struct {
+	slog     *slog.Logger
+	resolver *net.Resolver
+}
+
+// WithSIPLogger routes sipgo's own logging (transport and transaction layers) to l.
+// Without it sipgo uses its default logger (set it with sipgo's sip.SetDefaultLogger).
+// Keep it at Warn or above: below that sipgo logs per packet.
+func WithSIPLogger(l *slog.Logger) Option { return func(o *options) { o.slog = l } }
+
+// WithResolver sets the resolver for upstream host names (default net.DefaultResolver).
+func WithResolver(r *net.Resolver) Option { return func(o *options) { o.resolver = r } }
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Realm == "" {
+		c.Realm = DefaultRealm
+	}
+	if len(c.DigestAlgorithms) == 0 {
+		c.DigestAlgorithms = []string{acl.DigestMD5, acl.DigestSHA256}
+	}
+	if c.NonceTTL == 0 {
+		c.NonceTTL = DefaultNonceTTL
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if c.InviteTimeout == 0 {
+		c.InviteTimeout = DefaultInviteTimeout
+	}
+	if c.UpstreamConnectTimeout == 0 {
+		c.UpstreamConnectTimeout = DefaultUpstreamConnectTimeout
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxPendingTransactions == 0 {
+		c.MaxPendingTransactions = DefaultMaxPending
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = DefaultUserAgent
+	}
+	if c.UDPReadBuffer == 0 {
+		c.UDPReadBuffer = DefaultUDPReadBuffer
+	}
+	if c.TCPReadIdleTimeout == 0 {
+		c.TCPReadIdleTimeout = DefaultTCPReadIdleTimeout
+	}
+	if c.TCPWriteTimeout == 0 {
+		c.TCPWriteTimeout = DefaultTCPWriteTimeout
+	}
+	if c.DialogTimeout == 0 {
+		c.DialogTimeout = DefaultDialogTimeout
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	return c
+}
+
+// Validate reports every problem of c (after defaults) at once. Errors wrap
+// [ErrInvalidConfig]. It never prints NonceKey.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...))
+	}
+	if _, _, err := splitListen(c.Listen); err != nil {
+		bad("listen %q: %v", c.Listen, err)
+	}
+	if c.Advertise != "" {
+		if _, _, err := splitAdvertise(c.Advertise); err != nil {
+			bad("advertise %q: %v", c.Advertise, err)
+		}
+	}
+	if c.Upstream != "" {
+		if _, err := parseUpstream(c.Upstream); err != nil {
+			bad("upstream %q: %v", c.Upstream, err)
+		}
+	}
+	if !validHeaderText(c.Realm) || strings.ContainsAny(c.Realm, `"\`) {
+		bad("realm %q: must be printable and contain no quote or backslash", c.Realm)
+	}
+	if err := checkAlgorithms(c.DigestAlgorithms); err != nil {
+		bad("digest algorithms: %v", err)
+	}
+	if len(c.NonceKey) < MinNonceKeyBytes {
+		bad("nonce key: %d bytes, need at least %d", len(c.NonceKey), MinNonceKeyBytes)
+	}
+	if c.MaxMessageBytes < 1024 || c.MaxMessageBytes > maxMessageCap {
+		bad("max message bytes %d: must be within 1024..%d", c.MaxMessageBytes, maxMessageCap)
+	}
+	if c.UserAgent != "-" && !validHeaderText(c.UserAgent) {
+		bad("user agent %q: must be printable", c.UserAgent)
+	}
+	for name, d := range map[string]time.Duration{
+		"nonce TTL": c.NonceTTL, "upstream timeout": c.UpstreamTimeout,
+		"invite timeout": c.InviteTimeout, "upstream connect timeout": c.UpstreamConnectTimeout,
+		"TCP read idle timeout": c.TCPReadIdleTimeout, "TCP write timeout": c.TCPWriteTimeout,
+		"dialog timeout": c.DialogTimeout, "retry after": c.RetryAfter,
+	} {
+		if d < 0 {
+			bad("%s %v: must not be negative", name, d)
+		}
+	}
+	if c.RetryAfter < time.Second {
+		bad("retry after %v: must be at least 1s", c.RetryAfter)
+	}
+	if c.TransactionLinger < 0 {
+		bad("transaction linger %v: must not be negative", c.TransactionLinger)
+	}
+	if c.MaxPendingTransactions < 0 || c.UDPReadBuffer < 0 {
+		bad("max pending transactions and UDP read buffer must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// checkAlgorithms accepts a non-empty list of distinct "MD5" / "SHA-256" (any case).
+func checkAlgorithms(algs []string) error {
+	if len(algs) == 0 {
+		return errors.New("empty list")
+	}
+	seen := map[string]bool{}
+	for _, a := range algs {
+		ca, ok := canonicalAlgorithm(a)
+		if !ok {
+			return fmt.Errorf("%q: only %s and %s are supported", a, acl.DigestMD5, acl.DigestSHA256)
+		}
+		if seen[ca] {
+			return fmt.Errorf("%q listed twice", a)
+		}
+		seen[ca] = true
+	}
+	return nil
+}
+
+// canonicalAlgorithms returns algs in canonical spelling, dropping unknown and repeated
+// names; nil when nothing usable is left.
+func canonicalAlgorithms(algs []string) []string {
+	var out []string
+	for _, a := range algs {
+		if ca, ok := canonicalAlgorithm(a); ok && !containsString(out, ca) {
+			out = append(out, ca)
+		}
+	}
+	return out
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// validHeaderText reports whether s is non-empty printable ASCII (space allowed) without
+// CR/LF, so it can be written into a header value as is.
+func validHeaderText(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// splitListen parses "host:port" (host may be empty or a wildcard; it must be an IP
+// literal, as binding a name is ambiguous).
+func splitListen(s string) (netip.Addr, int, error) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return netip.Addr{}, 0, fmt.Errorf("bad port %q", ps)
+	}
+	if host == "" {
+		return netip.Addr{}, port, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Errorf("host must be an IP address: %v", err)
+	}
+	return ip.Unmap(), port, nil
+}
+
+// splitAdvertise parses "host", "host:port", "[v6]" or "[v6]:port". Port 0 = unset.
+func splitAdvertise(s string) (string, int, error) {
+	if !validHeaderText(s) || strings.ContainsAny(s, " ;,<>\"") {
+		return "", 0, errors.New("must be a bare host or host:port")
+	}
+	host, port := s, 0
+	if h, ps, err := net.SplitHostPort(s); err == nil {
+		p, err := strconv.Atoi(ps)
+		if err != nil || p <= 0 || p > 65535 {
+			return "", 0, fmt.Errorf("bad port %q", ps)
+		}
+		host, port = h, p
+	} else if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+	}
+	if host == "" {
+		return "", 0, errors.New("empty host")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.IsUnspecified() {
+			return "", 0, errors.New("wildcard address cannot be advertised")
+		}
+		return ip.Unmap().String(), port, nil
+	}
+	if strings.Contains(host, ":") {
+		return "", 0, errors.New("bad host")
+	}
+	return strings.ToLower(host), port, nil
+}

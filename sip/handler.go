@@ -1,0 +1,286 @@
+package sip
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipedge/sipedge/acl"
+)
+
+// handle is the one sipgo handler for every method. sipgo runs it in its own goroutine
+// per request; the server transaction ends when it returns, so relays block here until
+// the final response is relayed.
+func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+	s.handlers.Add(1)
+	defer s.handlers.Done()
+
+	tp := transportLabel(req.Transport())
+	s.m.request(string(req.Method), tp)
+	src, err := peerAddr(req)
+	if err != nil { // never happens for network input; fail closed anyway
+		s.m.drop(dropBadSource)
+		if req.IsInvite() {
+			s.m.invite("", acl.VerdictBadSource, tp)
+		}
+		return
+	}
+	toTag := ""
+	if to := req.To(); to != nil {
+		toTag = tagOf(to.Params)
+	}
+
+	switch {
+	case req.IsInvite() && toTag == "":
+		s.onInvite(req, tx, src, tp)
+	case req.IsAck():
+		s.onAck(req, src)
+	case req.IsCancel():
+		// A CANCEL matching an INVITE being relayed never gets here: sipgo answers it,
+		// sends the 487 and fires the transaction's OnCancel (see relay).
+		s.respond(tx, req, src, sipmsg.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
+	default:
+		if reason := validateRequest(req); reason != "" {
+			s.reject400(tx, req, src, reason)
+			return
+		}
+		if toTag != "" {
+			s.onInDialog(req, tx, src)
+			return
+		}
+		switch req.Method {
+		case sipmsg.OPTIONS:
+			s.onOptions(req, tx, src)
+		case sipmsg.BYE, sipmsg.UPDATE, sipmsg.INFO, sipmsg.PRACK:
+			s.respond(tx, req, src, sipmsg.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
+		default: // REGISTER, SUBSCRIBE, MESSAGE, … outside a dialog: not a registrar, not a relay
+			s.respond(tx, req, src, sipmsg.StatusMethodNotAllowed, "Method Not Allowed", s.allowHdr)
+		}
+	}
+}
+
+// onInvite judges an out-of-dialog INVITE and answers or relays it.
+func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, tp string) {
+	var d decision
+	switch {
+	case s.draining.Load():
+		d.verdict = acl.VerdictDraining
+	case s.pending.Load() >= int64(s.cfg.MaxPendingTransactions):
+		d.verdict = acl.VerdictCapExceeded
+		s.m.drop(dropOverload)
+	default:
+		start := time.Now()
+		d = decide(s.policy(), src, req, s.auth, s.cfg.DigestAlgorithms)
+		s.m.decisionSeconds(time.Since(start).Seconds())
+		s.m.digestResult(d.digest)
+	}
+	s.m.invite(d.trunkID(), d.verdict, tp)
+	s.logDecision(&d, req, src, tp)
+
+	switch d.verdict {
+	case acl.VerdictAllowIP, acl.VerdictAllowDigest:
+		s.relayInvite(req, tx, src, &d)
+	case acl.VerdictChallenge:
+		s.challenge407(tx, req, src, d.algs, false)
+	case acl.VerdictStale:
+		s.challenge407(tx, req, src, d.algs, true)
+	case acl.VerdictAuthFailed, acl.VerdictNoCredential, acl.VerdictTrunkDisabled:
+		s.reject403(tx, req, src)
+	case acl.VerdictMalformed:
+		s.reject400(tx, req, src, d.reason)
+	case acl.VerdictTooManyHops:
+		s.tooManyHops483(tx, req, src)
+	default: // not ready, draining, cap exceeded
+		s.unavailable503(tx, req, src)
+	}
+}
+
+// onOptions answers OPTIONS addressed to the edge: 200 with Allow, or 503 while not ready
+// or draining, so keep-alive pings and load balancers see the edge's state.
+func (s *Server) onOptions(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort) {
+	if mf := req.MaxForwards(); mf.Val() == 0 {
+		s.tooManyHops483(tx, req, src)
+		return
+	}
+	if s.draining.Load() || isNilPolicy(s.policy()) {
+		s.unavailable503(tx, req, src)
+		return
+	}
+	s.respond(tx, req, src, sipmsg.StatusOK, "OK", s.allowHdr, acceptSDP)
+}
+
+var acceptSDP = sipmsg.NewHeader("Accept", "application/sdp")
+
+// onAck forwards an ACK for a 2xx (a new transaction, RFC 3261 §13.2.2.4) along the
+// dialog's route. ACKs for non-2xx answers never get here: they belong to the INVITE
+// server transaction and are hop-by-hop. An ACK that cannot be routed is dropped (an
+// ACK gets no response).
+func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
+	if validateRequest(req) != "" || req.MaxForwards().Val() == 0 {
+		s.m.drop(dropAck)
+		return
+	}
+	rt, ok := s.routeInDialog(req, src)
+	if !ok {
+		s.m.drop(dropAck)
+		return
+	}
+	fw := s.buildForward(req, src, rt.next, nil, rt.skip, rt.ruri)
+	if err := s.cl.WriteRequest(fw, noBuild); err != nil {
+		s.m.drop(dropAck)
+		s.log.Debug().Err(err).Str("call_id", callIDOf(req)).Msg("forward ACK failed")
+	}
+}
+
+// onInDialog relays a request inside a dialog (BYE, re-INVITE, UPDATE, INFO, …) in
+// either direction, if and only if it routes through a Record-Route this edge issued.
+func (s *Server) onInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort) {
+	if req.MaxForwards().Val() == 0 {
+		s.tooManyHops483(tx, req, src)
+		return
+	}
+	rt, ok := s.routeInDialog(req, src)
+	if !ok {
+		s.m.drop(dropBadRoute)
+		if e := s.sec.Warn(); e.Enabled() {
+			e.Str("event", "sip_denied").Str("src", src.String()).Str("method", string(req.Method)).
+				Str("verdict", "bad_route").Str("call_id", clip(callIDOf(req))).
+				Str("user_agent", clip(userAgentOf(req))).Msg("in-dialog request without a valid edge route")
+		}
+		s.reject403(tx, req, src)
+		return
+	}
+	if s.pending.Load() >= int64(s.cfg.MaxPendingTransactions) {
+		s.m.drop(dropOverload)
+		s.unavailable503(tx, req, src)
+		return
+	}
+	fw := s.buildForward(req, src, rt.next, nil, rt.skip, rt.ruri)
+	s.pending.Add(1)
+	defer s.pending.Add(-1)
+	s.relay(req, tx, src, fw, relayInfo{dialog: dialogKey(callIDOf(req), rt.fromTag)})
+}
+
+// --- one function per outcome -------------------------------------------------------
+
+// respond sends a response the edge generates itself, always to the socket the request
+// came from (symmetric response routing, RFC 3581 style), with our Server header.
+func (s *Server) respond(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort, code int, reason string, extra ...sipmsg.Header) {
+	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range extra {
+		res.AppendHeader(h)
+	}
+	if s.serverHdr != nil {
+		res.AppendHeader(s.serverHdr)
+	}
+	res.SetDestination(src.String())
+	if err := tx.Respond(res); err != nil {
+		s.m.drop(dropRespondFailed)
+		s.log.Debug().Err(err).Int("code", code).Str("call_id", callIDOf(req)).Msg("respond failed")
+	}
+}
+
+// challenge407 asks for proxy credentials: one Proxy-Authenticate per algorithm, in order,
+// all with qop="auth" and one fresh nonce bound to the source IP.
+func (s *Server) challenge407(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort, algs []string, stale bool) {
+	vals := s.auth.challenges(src.Addr(), algs, stale)
+	hdrs := make([]sipmsg.Header, len(vals))
+	for i, v := range vals {
+		hdrs[i] = sipmsg.NewHeader("Proxy-Authenticate", v)
+	}
+	s.respond(tx, req, src, sipmsg.StatusProxyAuthRequired, "Proxy Authentication Required", hdrs...)
+}
+
+// reject403 is the one answer for a refused caller: wrong password, unknown user, no
+// credential, disabled trunk, bad dialog route. Identical bytes whatever the reason, so
+// it tells a prober nothing.
+func (s *Server) reject403(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
+	s.respond(tx, req, src, sipmsg.StatusForbidden, "Forbidden")
+}
+
+func (s *Server) reject400(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort, reason string) {
+	if reason == "" {
+		reason = "Bad Request"
+	}
+	s.respond(tx, req, src, sipmsg.StatusBadRequest, reason)
+}
+
+func (s *Server) tooManyHops483(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
+	s.respond(tx, req, src, sipmsg.StatusTooManyHops, "Too Many Hops")
+}
+
+// unavailable503 is the retryable answer: no snapshot yet, draining, overload, upstream
+// unreachable.
+func (s *Server) unavailable503(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
+	s.respond(tx, req, src, sipmsg.StatusServiceUnavailable, "Service Unavailable", s.retryAfter)
+}
+
+func (s *Server) timeout408(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
+	s.respond(tx, req, src, sipmsg.StatusRequestTimeout, "Request Timeout")
+}
+
+// --- logging ---------------------------------------------------------------------------
+
+// logDecision writes the security event of a denied INVITE: one Warn line with stable
+// fields (event, src, trunk, verdict, call_id, user_agent, user, transport). Routine
+// outcomes (allowed, first challenge, stale) are only counted. Never logs credentials or
+// digest responses.
+func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPort, tp string) {
+	switch d.verdict {
+	case acl.VerdictAuthFailed, acl.VerdictNoCredential, acl.VerdictTrunkDisabled,
+		acl.VerdictMalformed, acl.VerdictTooManyHops:
+	case acl.VerdictChallenge:
+		if d.digest != digestReplay && d.digest != digestBadNonce {
+			return
+		}
+	case acl.VerdictNotReady, acl.VerdictDraining, acl.VerdictCapExceeded:
+		if e := s.log.Debug(); e.Enabled() {
+			e.Str("src", src.String()).Str("verdict", d.verdict.String()).Str("call_id", clip(callIDOf(req))).Msg("INVITE refused 503")
+		}
+		return
+	default:
+		return
+	}
+	e := s.sec.Warn()
+	if !e.Enabled() {
+		return
+	}
+	e = e.Str("event", "sip_denied").Str("src", src.String()).Str("trunk", string(d.trunkID())).
+		Str("verdict", d.verdict.String()).Str("call_id", clip(callIDOf(req))).
+		Str("user_agent", clip(userAgentOf(req))).Str("transport", tp)
+	if d.user != "" {
+		e = e.Str("user", clip(d.user))
+	}
+	if d.digest != digestNone {
+		e = e.Str("digest", d.digest.String())
+	}
+	if d.reason != "" {
+		e = e.Str("reason", d.reason)
+	}
+	e.Msg("INVITE denied")
+}
+
+func callIDOf(req *sipmsg.Request) string {
+	if h := req.CallID(); h != nil {
+		return string(*h)
+	}
+	return ""
+}
+
+func userAgentOf(req *sipmsg.Request) string {
+	if h := req.GetHeader("User-Agent"); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// clip bounds attacker-supplied strings in log lines.
+func clip(s string) string {
+	const max = 128
+	if len(s) > max {
+		s = s[:max]
+	}
+	return strings.ToValidUTF8(s, "?")
+}

@@ -1,0 +1,431 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/emiago/sipgo"
+	sipmsg "github.com/emiago/sipgo/sip"
+	"github.com/rs/zerolog"
+)
+
+// Server is the SIP edge: UDP and TCP listeners on one host:port, the per-INVITE
+// decision and the stateful relay. Build it with [New], run it with [Server.Run]. All
+// methods are safe for concurrent use. Must not be copied.
+type Server struct {
+	_ [0]sync.Mutex
+
+	cfg    Config
+	policy func() Policy
+	log    zerolog.Logger
+	sec    zerolog.Logger // security events (sampled under floods)
+	m      *metrics
+	auth   *authenticator
+	rr     *routeSigner
+	ups    *upstreamCache
+	dlg    *dialogTable
+
+	ua  *sipgo.UserAgent
+	srv *sipgo.Server
+	cl  *sipgo.Client
+
+	serverHdr  sipmsg.Header // nil: no Server header
+	allowHdr   sipmsg.Header
+	retryAfter sipmsg.Header
+
+	// Set by Run before ready is closed; read-only afterwards.
+	ready    chan struct{}
+	addr     netip.AddrPort
+	adv      advertised
+	laddrUDP sipmsg.Addr
+	localIPs []netip.Addr // interface addresses, when listening on a wildcard
+	runCtx   context.Context
+
+	started  atomic.Bool
+	draining atomic.Bool
+	invites  atomic.Int64 // INVITE relays waiting for their final response
+	pending  atomic.Int64 // relays of any method in progress
+	handlers sync.WaitGroup
+}
+
+// allowedMethods is the Allow header value: what the edge answers or relays.
+const allowedMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY, MESSAGE"
+
+// New builds a server from cfg (zero fields take defaults; see [Config.Validate]).
+//
+// policy returns the current trunk policy; it is called once per out-of-dialog INVITE
+// (and once per in-dialog request from a UA that ignored our Record-Route). A nil result
+// (or a nil *acl.Snapshot) means "no snapshot yet": INVITEs get 503 + Retry-After.
+//
+// New sets sipgo's process-wide sip.UDPMTUSize and sip.TransportBufferReadSize high enough
+// for MaxMessageBytes, and, when TransactionLinger is set, sipgo's transaction timers.
+func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
+	if policy == nil {
+		return nil, fmt.Errorf("%w: nil policy func", ErrInvalidConfig)
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.DigestAlgorithms = canonicalAlgorithms(cfg.DigestAlgorithms)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+
+	s := &Server{
+		cfg:        cfg,
+		policy:     policy,
+		log:        cfg.Logger.With().Str("component", "sip").Logger(),
+		auth:       newAuthenticator(cfg.Realm, cfg.NonceTTL, cfg.NonceKey),
+		rr:         newRouteSigner(cfg.NonceKey),
+		ups:        newUpstreamCache(o.resolver),
+		dlg:        newDialogTable(),
+		allowHdr:   sipmsg.NewHeader("Allow", allowedMethods),
+		retryAfter: sipmsg.NewHeader("Retry-After", strconv.Itoa(int(cfg.RetryAfter/time.Second))),
+		ready:      make(chan struct{}),
+	}
+	s.sec = s.log.Sample(&zerolog.BurstSampler{Burst: 100, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 100}})
+	if cfg.UserAgent != "-" {
+		s.serverHdr = sipmsg.NewHeader("Server", cfg.UserAgent)
+	}
+	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(s.dlg.len()) })
+	if err != nil {
+		return nil, fmt.Errorf("sip: register metrics: %w", err)
+	}
+	s.m = m
+
+	// sipgo globals (see notes: trap 17 UDP MTU guard, 32 KiB read buffer, trap B timers).
+	if need := cfg.MaxMessageBytes + 1200; sipmsg.UDPMTUSize < need {
+		sipmsg.UDPMTUSize = need
+	}
+	if cfg.MaxMessageBytes > int(sipmsg.TransportBufferReadSize) {
+		sipmsg.TransportBufferReadSize = uint16(cfg.MaxMessageBytes)
+	}
+	if l := cfg.TransactionLinger; l > 0 {
+		sipmsg.Timer_D, sipmsg.Timer_J, sipmsg.Timer_L, sipmsg.Timer_M = l, l, l, l
+	}
+
+	parser := sipmsg.NewParser()
+	parser.MaxMessageLength = cfg.MaxMessageBytes
+	connectTimeout := cfg.UpstreamConnectTimeout
+	tpOpts := []sipmsg.TransportLayerOption{
+		// The read filter must come before the transports option: sipgo copies it into
+		// each transport when that transport is installed.
+		sipmsg.WithTransportLayerReadFilter(s.readFilter),
+		sipmsg.WithTransportLayerTransports(sipmsg.TransportsConfig{TCP: &sipmsg.TransportTCP{
+			ReadTimeout:  cfg.TCPReadIdleTimeout,
+			WriteTimeout: cfg.TCPWriteTimeout,
+			DialerCreate: func(laddr net.Addr) net.Dialer {
+				return net.Dialer{Timeout: connectTimeout, LocalAddr: laddr, KeepAlive: 30 * time.Second}
+			},
+		}}),
+	}
+	txOpts := []sipmsg.TransactionLayerOption{
+		sipmsg.WithTransactionLayerUnhandledResponseHandler(func(*sipmsg.Response) { s.m.drop(dropStrayResponse) }),
+	}
+	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentParser(parser)}
+	var srvOpts []sipgo.ServerOption
+	var clOpts []sipgo.ClientOption
+	if o.slog != nil {
+		tpOpts = append(tpOpts, sipmsg.WithTransportLayerLogger(o.slog))
+		txOpts = append(txOpts, sipmsg.WithTransactionLayerLogger(o.slog))
+		srvOpts = append(srvOpts, sipgo.WithServerLogger(o.slog))
+		clOpts = append(clOpts, sipgo.WithClientLogger(o.slog))
+	}
+	if o.resolver != nil {
+		uaOpts = append(uaOpts, sipgo.WithUserAgentDNSResolver(o.resolver))
+	}
+	uaOpts = append(uaOpts,
+		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),
+		sipgo.WithUserAgentTransactionLayerOptions(txOpts...))
+	if s.ua, err = sipgo.NewUA(uaOpts...); err != nil {
+		return nil, fmt.Errorf("sip: new user agent: %w", err)
+	}
+	if s.srv, err = sipgo.NewServer(s.ua, srvOpts...); err != nil {
+		return nil, fmt.Errorf("sip: new server: %w", err)
+	}
+	if s.cl, err = sipgo.NewClient(s.ua, clOpts...); err != nil {
+		return nil, fmt.Errorf("sip: new client: %w", err)
+	}
+	for _, m := range []sipmsg.RequestMethod{sipmsg.INVITE, sipmsg.ACK, sipmsg.CANCEL, sipmsg.BYE,
+		sipmsg.OPTIONS, sipmsg.REGISTER, sipmsg.UPDATE, sipmsg.INFO, sipmsg.PRACK, sipmsg.REFER,
+		sipmsg.NOTIFY, sipmsg.SUBSCRIBE, sipmsg.MESSAGE, sipmsg.PUBLISH} {
+		s.srv.OnRequest(m, s.handle)
+	}
+	s.srv.OnNoRoute(s.handle)
+	return s, nil
+}
+
+// Run binds UDP and TCP on cfg.Listen, serves until ctx is done, then closes the
+// listeners, terminates all transactions and connections, and waits (briefly) for
+// in-flight handlers. It returns nil after a clean stop, or the error that stopped a
+// listener. Run may be called once.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("sip: Run called twice")
+	}
+	udp, tcp, err := listenBoth(s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if err := udp.SetReadBuffer(s.cfg.UDPReadBuffer); err != nil {
+		s.log.Warn().Err(err).Int("bytes", s.cfg.UDPReadBuffer).Msg("cannot set UDP receive buffer")
+	}
+	ua := udp.LocalAddr().(*net.UDPAddr)
+	bound := netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port())
+	lhost, lport, _ := sipmsg.ParseAddr(udp.LocalAddr().String())
+	s.laddrUDP = sipmsg.Addr{IP: net.ParseIP(lhost), Port: lport}
+	if s.laddrUDP.String() != udp.LocalAddr().String() {
+		udp.Close()
+		tcp.Close()
+		return fmt.Errorf("sip: cannot address UDP listener %s as a sipgo local address", udp.LocalAddr())
+	}
+	s.addr = bound
+	if bound.Addr().IsUnspecified() {
+		s.localIPs = interfaceIPs()
+	}
+	s.adv = s.advertise(bound)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.runCtx = ctx
+
+	errc := make(chan error, 2)
+	go func() { errc <- s.srv.ServeUDP(udp) }()
+	go func() { errc <- s.srv.ServeTCP(tcp) }()
+	sweepDone := make(chan struct{})
+	go func() { defer close(sweepDone); s.sweepDialogs(ctx) }()
+
+	s.log.Info().Str("listen", bound.String()).Str("advertise", s.adv.hostport()).
+		Str("upstream", s.cfg.Upstream).Str("realm", s.cfg.Realm).Msg("SIP edge listening")
+	close(s.ready)
+
+	var runErr error
+	pendingServe := 2
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		pendingServe--
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			runErr = fmt.Errorf("sip: listener stopped: %w", err)
+		} else {
+			runErr = errors.New("sip: listener stopped")
+		}
+	}
+	cancel()
+	udp.Close()
+	tcp.Close()
+	for ; pendingServe > 0; pendingServe-- {
+		<-errc
+	}
+	s.ua.Close() // terminates every transaction and closes pooled connections
+	<-sweepDone
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn().Msg("SIP handlers still running after shutdown")
+	}
+	s.log.Info().Msg("SIP edge stopped")
+	return runErr
+}
+
+// Ready is closed once both listeners are bound and [Server.Addr] is valid.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr returns the bound address (valid after [Server.Ready] is closed): the listen IP
+// (possibly a wildcard) and the port both UDP and TCP use.
+func (s *Server) Addr() netip.AddrPort {
+	select {
+	case <-s.ready:
+		return s.addr
+	default:
+		return netip.AddrPort{}
+	}
+}
+
+// Drain stops accepting new calls: out-of-dialog INVITEs and OPTIONS get 503 +
+// Retry-After, while calls being set up and established dialogs continue. Wait for
+// [Server.ActiveCalls] to reach 0, then cancel Run's context. In-dialog routing is
+// stateless, so another node sharing NonceKey (or this one restarted) keeps routing the
+// BYEs of calls established here.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// ActiveCalls returns the INVITEs currently relayed upstream and waiting for their final
+// response (calls being set up).
+func (s *Server) ActiveCalls() int { return int(s.invites.Load()) }
+
+// ActiveDialogs returns calls answered through this edge and not yet ended by a BYE
+// seen here (or expired after DialogTimeout).
+func (s *Server) ActiveDialogs() int { return s.dlg.len() }
+
+// listenBoth binds UDP and TCP on the same host:port; with port 0 it retries until one
+// free port is free for both.
+func listenBoth(listen string) (*net.UDPConn, *net.TCPListener, error) {
+	ip, port, err := splitListen(listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sip: listen %q: %w", listen, err)
+	}
+	udpNet, tcpNet := "udp", "tcp"
+	if ip.IsValid() && ip.Is4() {
+		udpNet, tcpNet = "udp4", "tcp4"
+	} else if ip.IsValid() {
+		udpNet, tcpNet = "udp6", "tcp6"
+	}
+	var ipn net.IP
+	if ip.IsValid() {
+		ipn = net.IP(ip.AsSlice())
+	}
+	for attempt := 0; ; attempt++ {
+		u, err := net.ListenUDP(udpNet, &net.UDPAddr{IP: ipn, Port: port})
+		if err != nil {
+			return nil, nil, fmt.Errorf("sip: listen udp %s: %w", listen, err)
+		}
+		p := u.LocalAddr().(*net.UDPAddr).Port
+		t, err := net.ListenTCP(tcpNet, &net.TCPAddr{IP: ipn, Port: p})
+		if err == nil {
+			return u, t, nil
+		}
+		u.Close()
+		if port != 0 || attempt >= 20 || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("sip: listen tcp %s: %w", listen, err)
+		}
+	}
+}
+
+// advertise picks the host:port for Via and Record-Route.
+func (s *Server) advertise(bound netip.AddrPort) advertised {
+	if s.cfg.Advertise != "" {
+		host, port, _ := splitAdvertise(s.cfg.Advertise)
+		if port == 0 {
+			port = int(bound.Port())
+		}
+		return advertised{host: host, port: port}
+	}
+	ip := bound.Addr()
+	if ip.IsUnspecified() {
+		ip = outboundIP(s.cfg.Upstream, s.localIPs)
+	}
+	return advertised{host: ip.String(), port: int(bound.Port())}
+}
+
+func (a advertised) hostport() string {
+	return net.JoinHostPort(a.host, strconv.Itoa(a.port))
+}
+
+// outboundIP is the local address the kernel would use to reach the upstream (a UDP
+// "connect" sends nothing), else the first global unicast interface address, else
+// 127.0.0.1.
+func outboundIP(upstream string, local []netip.Addr) netip.Addr {
+	if spec, err := parseUpstream(upstream); err == nil {
+		if ip, err := netip.ParseAddr(spec.host); err == nil {
+			if c, err := net.Dial("udp", netip.AddrPortFrom(ip, uint16(spec.port)).String()); err == nil {
+				la := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+				c.Close()
+				if la.IsValid() && !la.IsUnspecified() {
+					return la
+				}
+			}
+		}
+	}
+	for _, ip := range local {
+		if ip.Is4() && ip.IsGlobalUnicast() {
+			return ip
+		}
+	}
+	for _, ip := range local {
+		if ip.IsGlobalUnicast() {
+			return ip
+		}
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+func interfaceIPs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+// peerAddr is the socket peer of req: the UDP datagram source or the TCP connection peer,
+// never a header. Request.Source() is not used because it falls back to the Via header
+// when the transport source is empty.
+func peerAddr(req *sipmsg.Request) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(req.MessageData.Source())
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// transportLabel is the lower-case transport of a received message ("udp", "tcp").
+func transportLabel(tp string) string {
+	switch tp {
+	case "UDP":
+		return "udp"
+	case "TCP":
+		return "tcp"
+	}
+	return "other"
+}
+
+// readFilter runs on sipgo's read loop for every datagram, before parsing. It drops UDP
+// datagrams that cannot be SIP (and CRLF keep-alives, which need no answer) by returning
+// (nil, nil): an error would stop the UDP listener, and dropped datagrams never enter
+// sipgo's connection pool (which otherwise grows by one entry per new source). TCP data
+// is a stream of chunks and passes untouched.
+func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
+	if p.Transport != "UDP" {
+		return data, nil
+	}
+	if looksLikeSIP(data) {
+		return data, nil
+	}
+	if !isKeepalive(data) {
+		s.m.drop(dropGarbage)
+	}
+	return nil, nil
+}
+
+// looksLikeSIP accepts a datagram starting with "SIP/2.0 " (a response) or with a method
+// token followed by a space (a request).
+func looksLikeSIP(b []byte) bool {
+	if len(b) < 16 {
+		return false
+	}
+	if string(b[:8]) == "SIP/2.0 " {
+		return true
+	}
+	i := 0
+	for i < len(b) && i < 32 && isTokenChar(b[i]) {
+		i++
+	}
+	return i > 0 && i < len(b) && b[i] == ' '
+}
+
+func isKeepalive(b []byte) bool {
+	for _, c := range b {
+		if c != '\r' && c != '\n' && c != 0 {
+			return false
+		}
+	}
+	return true
+}

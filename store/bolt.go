@@ -1,0 +1,248 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// BoltFile is the name of the database file [OpenBolt] keeps in its directory.
+const BoltFile = "sipedge.db"
+
+// Bucket names of the embedded store (see README.md, "Key schema").
+var (
+	bucketMeta     = []byte("meta")
+	bucketAccounts = []byte("accounts")
+	keyVersion     = []byte("version")
+	keyEpoch       = []byte("epoch")
+	keyEmptied     = []byte("emptied")
+)
+
+func idxBucket(name string) []byte { return []byte("idx:" + name) }
+
+// OpenBolt opens (creating it if needed) the embedded store in directory dir (the
+// --data-dir; created with mode 0700), file [BoltFile]. Only one process can hold the
+// file: when another does, OpenBolt fails after the open timeout (1 s, see
+// [WithTimeout]) with an error that says so. Close the store when done.
+func OpenBolt(dir string, opts ...Option) (*Store, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create data dir: %w", err)
+	}
+	path := filepath.Join(dir, BoltFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.openTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("store: open %s: the file is locked by another process (another sipedge with the same --data-dir?): %w", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := db.Update(initBolt); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: init %s: %w", path, err)
+	}
+	s, err := newStore(&boltBackend{db: db}, o)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.log.Info().Str("path", path).Msg("embedded store opened")
+	return s, nil
+}
+
+func initBolt(btx *bolt.Tx) error {
+	names := [][]byte{bucketMeta, bucketAccounts, idxBucket(idxDomain), idxBucket(idxUsername)}
+	for _, k := range objectKinds {
+		names = append(names, []byte(k), idxBucket(string(k)))
+	}
+	for _, n := range names {
+		if _, err := btx.CreateBucketIfNotExists(n); err != nil {
+			return err
+		}
+	}
+	meta := btx.Bucket(bucketMeta)
+	if meta.Get(keyEpoch) == nil {
+		return meta.Put(keyEpoch, []byte(uuid.NewString()))
+	}
+	return nil
+}
+
+// boltBackend keeps the data set in one bbolt file. bbolt serialises writers and gives
+// readers a consistent view, so every rule of [backend] holds by construction.
+type boltBackend struct {
+	db   *bolt.DB
+	subs fanout
+}
+
+func (b *boltBackend) view(ctx context.Context, fn func(tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(func(btx *bolt.Tx) error { return fn(boltTx{btx}) })
+}
+
+func (b *boltBackend) update(ctx context.Context, fn func(tx) error) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var v uint64
+	err := b.db.Update(func(btx *bolt.Tx) error {
+		if err := fn(boltTx{btx}); err != nil {
+			return err
+		}
+		meta := btx.Bucket(bucketMeta)
+		v = readUint(meta.Get(keyVersion)) + 1
+		return meta.Put(keyVersion, binary.BigEndian.AppendUint64(nil, v))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return v, nil
+}
+
+func (b *boltBackend) version(ctx context.Context) (uint64, error) {
+	var v uint64
+	err := b.view(ctx, func(t tx) error {
+		var err error
+		v, err = t.version()
+		return err
+	})
+	return v, err
+}
+
+func (b *boltBackend) publish(_ context.Context, v uint64) error {
+	b.subs.send(v)
+	return nil
+}
+
+func (b *boltBackend) subscribe(ctx context.Context, p *pokes) error {
+	b.subs.add(ctx, p)
+	return nil
+}
+
+func (b *boltBackend) incremental() bool { return true }
+
+func (b *boltBackend) close() error { return b.db.Close() }
+
+func readUint(raw []byte) uint64 {
+	if len(raw) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(raw)
+}
+
+// boltTx maps [tx] onto buckets: one per kind keyed account+"\x00"+id (ids hold no
+// control characters, see checkID), one per index, "accounts" and "meta".
+type boltTx struct{ t *bolt.Tx }
+
+func objKey(account, id string) []byte { return []byte(account + "\x00" + id) }
+
+// clone copies a value out of the mmap; bbolt's slices die with the transaction.
+func clone(v []byte) []byte {
+	if v == nil {
+		return nil
+	}
+	return bytes.Clone(v)
+}
+
+func (t boltTx) get(k kind, account, id string) ([]byte, error) {
+	return clone(t.t.Bucket([]byte(k)).Get(objKey(account, id))), nil
+}
+
+func (t boltTx) put(k kind, account, id string, v []byte) error {
+	return t.t.Bucket([]byte(k)).Put(objKey(account, id), v)
+}
+
+func (t boltTx) del(k kind, account, id string) error {
+	return t.t.Bucket([]byte(k)).Delete(objKey(account, id))
+}
+
+func (t boltTx) list(k kind, account string) ([][]byte, error) {
+	var out [][]byte
+	prefix := []byte(account + "\x00")
+	c := t.t.Bucket([]byte(k)).Cursor()
+	for key, v := c.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, v = c.Next() {
+		out = append(out, clone(v))
+	}
+	return out, nil
+}
+
+func (t boltTx) listAll(k kind) ([][]byte, error) {
+	var out [][]byte
+	err := t.t.Bucket([]byte(k)).ForEach(func(_, v []byte) error {
+		out = append(out, clone(v))
+		return nil
+	})
+	return out, err
+}
+
+func (t boltTx) countAll(max int) (int, error) {
+	n := 0
+	for _, k := range objectKinds {
+		c := t.t.Bucket([]byte(k)).Cursor()
+		for key, _ := c.First(); key != nil && n < max; key, _ = c.Next() {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (t boltTx) account(authID string) ([]byte, error) {
+	return clone(t.t.Bucket(bucketAccounts).Get([]byte(authID))), nil
+}
+
+func (t boltTx) putAccount(authID string, v []byte) error {
+	return t.t.Bucket(bucketAccounts).Put([]byte(authID), v)
+}
+
+func (t boltTx) accounts() ([][]byte, error) {
+	var out [][]byte
+	err := t.t.Bucket(bucketAccounts).ForEach(func(_, v []byte) error {
+		out = append(out, clone(v))
+		return nil
+	})
+	return out, err
+}
+
+func (t boltTx) index(name, key string) (string, error) {
+	return string(t.t.Bucket(idxBucket(name)).Get([]byte(key))), nil
+}
+
+func (t boltTx) putIndex(name, key, val string) error {
+	return t.t.Bucket(idxBucket(name)).Put([]byte(key), []byte(val))
+}
+
+func (t boltTx) delIndex(name, key string) error {
+	return t.t.Bucket(idxBucket(name)).Delete([]byte(key))
+}
+
+func (t boltTx) emptied() (bool, error) {
+	return t.t.Bucket(bucketMeta).Get(keyEmptied) != nil, nil
+}
+
+func (t boltTx) setEmptied(on bool) error {
+	meta := t.t.Bucket(bucketMeta)
+	if on {
+		return meta.Put(keyEmptied, []byte("1"))
+	}
+	return meta.Delete(keyEmptied)
+}
+
+func (t boltTx) epoch() (string, error) {
+	return string(t.t.Bucket(bucketMeta).Get(keyEpoch)), nil
+}
+
+func (t boltTx) version() (uint64, error) {
+	return readUint(t.t.Bucket(bucketMeta).Get(keyVersion)), nil
+}

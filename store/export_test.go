@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"testing"
+
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sipedge/sipedge/acl"
+)
+
+// ReplaceCompile swaps the snapshot compiler for the test. Call it before Watch starts.
+func ReplaceCompile(t testing.TB, f func(*acl.Dataset) (*acl.Snapshot, error)) {
+	old := compile
+	compile = f
+	t.Cleanup(func() { compile = old })
+}
+
+// WipeObjects deletes every ACL, credential and trunk (and their id indexes) in one write
+// that does NOT set the emptied marker, as data loss would, and publishes the version.
+func WipeObjects(ctx context.Context, s *Store) (uint64, error) {
+	type ref struct {
+		Account string `json:"account"`
+		ACL     string `json:"ipacl_uuid"`
+		Cred    string `json:"credential_uuid"`
+		Trunk   string `json:"trunk_id"`
+	}
+	v, err := s.b.update(ctx, func(t tx) error {
+		var refs [][2]string
+		var kinds []kind
+		for _, k := range objectKinds {
+			objs, err := t.listAll(k)
+			if err != nil {
+				return err
+			}
+			for _, o := range objs {
+				var r ref
+				if err := json.Unmarshal(o, &r); err != nil {
+					return err
+				}
+				id := map[kind]string{kindACL: r.ACL, kindCredential: r.Cred, kindTrunk: r.Trunk}[k]
+				refs = append(refs, [2]string{r.Account, id})
+				kinds = append(kinds, k)
+			}
+		}
+		for i, r := range refs {
+			if err := t.del(kinds[i], r[0], r[1]); err != nil {
+				return err
+			}
+			if err := t.delIndex(string(kinds[i]), r[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return v, s.b.publish(ctx, v)
+}
+
+// BoltRewind sets the embedded store's version to v (and a new epoch when newEpoch), as
+// restoring an older copy of the file would, and publishes v.
+func BoltRewind(ctx context.Context, s *Store, v uint64, newEpoch bool) error {
+	b := s.b.(*boltBackend)
+	err := b.db.Update(func(btx *bolt.Tx) error {
+		meta := btx.Bucket(bucketMeta)
+		if newEpoch {
+			if err := meta.Put(keyEpoch, []byte(uuid.NewString())); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keyVersion, binary.BigEndian.AppendUint64(nil, v))
+	})
+	if err != nil {
+		return err
+	}
+	return s.b.publish(ctx, v)
+}
+
+// SilentRename renames an existing credential of account without publishing the change
+// (a lost change notice).
+func SilentRename(ctx context.Context, s *Store, account, id, name string) (uint64, error) {
+	return s.b.update(ctx, func(t tx) error {
+		c, err := getObj[acl.Credential](t, kindCredential, account, id)
+		if err != nil {
+			return err
+		}
+		c.Name = name
+		raw, err := encode(c, kindCredential)
+		if err != nil {
+			return err
+		}
+		return t.put(kindCredential, account, id, raw)
+	})
+}

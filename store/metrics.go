@@ -1,0 +1,87 @@
+package store
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reload results, the values of sipedge_store_reloads_total{result}.
+const (
+	resultFull        = "full"        // full load + compile applied
+	resultIncremental = "incremental" // one ACL swapped into the previous snapshot
+	resultUnchanged   = "unchanged"   // full load found the applied version
+	resultKeptEmpty   = "kept_empty"  // empty data set refused: the old snapshot stays
+	resultError       = "error"       // load or compile failed: the old snapshot stays
+)
+
+// metrics is nil-safe: a Store opened without WithMetrics records nothing.
+type metrics struct {
+	reloads *prometheus.CounterVec
+	version prometheus.Gauge
+	compile prometheus.Histogram
+	up      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	m := &metrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_store_reloads_total",
+			Help: "Snapshot reloads by Watch, by result (full, incremental, unchanged, kept_empty, error).",
+		}, []string{"result"}),
+		version: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipedge_snapshot_version",
+			Help: "Data-set version of the snapshot Watch applied last.",
+		}),
+		compile: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sipedge_snapshot_compile_seconds",
+			Help:    "Time to build a snapshot (full compile or incremental update).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipedge_store_up",
+			Help: "1 while the last store access by Watch succeeded, else 0.",
+		}),
+	}
+	for _, r := range []string{resultFull, resultIncremental, resultUnchanged, resultKeptEmpty, resultError} {
+		m.reloads.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.reloads, m.version, m.compile, m.up} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("store: register metrics (one store per registry): %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) reload(result string) {
+	if m != nil {
+		m.reloads.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *metrics) applied(v uint64) {
+	if m != nil {
+		m.version.Set(float64(v))
+	}
+}
+
+func (m *metrics) compiled(seconds float64) {
+	if m != nil {
+		m.compile.Observe(seconds)
+	}
+}
+
+func (m *metrics) setUp(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.up.Set(1)
+	} else {
+		m.up.Set(0)
+	}
+}

@@ -1,0 +1,93 @@
+package store
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// Defaults of the knobs [Option]s change.
+const (
+	DefaultResync      = 30 * time.Second // Watch's periodic full resync (backstop)
+	DefaultRedisPrefix = "sipedge:"       // Redis key prefix
+	DefaultTimeout     = 5 * time.Second  // bound on one Redis store operation
+	DefaultOpenTimeout = time.Second      // how long OpenBolt waits for the file lock
+)
+
+// Option configures [OpenBolt] and [OpenRedis].
+type Option func(*options)
+
+type options struct {
+	log         zerolog.Logger
+	now         func() time.Time
+	resync      time.Duration
+	reg         prometheus.Registerer
+	prefix      string
+	timeout     time.Duration
+	openTimeout time.Duration
+}
+
+func defaultOptions() options {
+	return options{
+		log:         zerolog.Nop(),
+		now:         time.Now,
+		resync:      DefaultResync,
+		prefix:      DefaultRedisPrefix,
+		timeout:     DefaultTimeout,
+		openTimeout: DefaultOpenTimeout,
+	}
+}
+
+// WithLogger sets the logger (default: discard). The store adds component=store.
+func WithLogger(l zerolog.Logger) Option {
+	return func(o *options) { o.log = l }
+}
+
+// WithClock sets the clock used for created_at/updated_at the store fills in
+// (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) {
+		if now != nil {
+			o.now = now
+		}
+	}
+}
+
+// WithResync sets the period of Watch's full resync, the backstop for lost change
+// notices (default [DefaultResync]). d <= 0 keeps the default.
+func WithResync(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.resync = d
+		}
+	}
+}
+
+// WithMetrics registers the store's metrics (see README.md, "Metrics") with reg.
+// Without it the store records nothing.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(o *options) { o.reg = reg }
+}
+
+// WithPrefix sets the Redis key prefix (default [DefaultRedisPrefix]); the change
+// channel is prefix+"changes". Ignored by the embedded store.
+func WithPrefix(p string) Option {
+	return func(o *options) {
+		if p != "" {
+			o.prefix = p
+		}
+	}
+}
+
+// WithTimeout bounds each Redis store operation (default [DefaultTimeout]); a backend
+// that does not answer in time yields [ErrUnavailable]. For the embedded store it is the
+// file-lock wait of [OpenBolt] (default [DefaultOpenTimeout]).
+func WithTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.timeout = d
+			o.openTimeout = d
+		}
+	}
+}

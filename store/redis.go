@@ -1,0 +1,416 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+// Optimistic-locking retries of one Redis transaction: attempts, and the cap of the
+// jittered backoff between them.
+const (
+	redisAttempts   = 100
+	redisBackoffMax = 32 * time.Millisecond
+)
+
+// OpenRedis connects to Redis with ro (typically from redis.ParseURL(--redis-url), with
+// the password set from the environment) and returns a Store whose data set lives under
+// the key prefix (see [WithPrefix] and README.md, "Key schema"). Any number of Stores,
+// in any number of processes, can share one data set.
+//
+// Each operation is bounded by [WithTimeout] (default 5 s); a Redis that cannot be
+// reached or does not answer in time yields [ErrUnavailable], here and later. ro is
+// copied (with ContextTimeoutEnabled set, so deadlines reach the socket). Close the
+// store to close its client.
+func OpenRedis(ctx context.Context, ro *redis.Options, opts ...Option) (*Store, error) {
+	if ro == nil {
+		return nil, errors.New("store: OpenRedis: nil options")
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg := *ro
+	cfg.ContextTimeoutEnabled = true
+	b := newRedisBackend(redis.NewClient(&cfg), o)
+	pctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if err := b.c.Ping(pctx).Err(); err != nil {
+		_ = b.c.Close()
+		return nil, b.classify(ctx, fmt.Errorf("ping %s: %w", cfg.Addr, err))
+	}
+	s, err := newStore(b, o)
+	if err != nil {
+		_ = b.c.Close()
+		return nil, err
+	}
+	s.log.Info().Str("addr", cfg.Addr).Int("db", cfg.DB).Str("prefix", o.prefix).Msg("redis store opened")
+	return s, nil
+}
+
+// redisBackend keeps the data set in Redis hashes under one prefix. Every write WATCHes
+// the version key, reads, and commits its writes with INCR version in one MULTI/EXEC;
+// since every write increments the version, a commit by anyone else in between fails
+// the EXEC and the write is retried from its reads. Reads spanning several keys use the
+// same WATCH check, so they see one version.
+type redisBackend struct {
+	c       *redis.Client
+	timeout time.Duration
+
+	kVersion, kEpoch, kEmptied, kAccounts, kChannel, prefix string
+}
+
+func newRedisBackend(c *redis.Client, o options) *redisBackend {
+	p := o.prefix
+	return &redisBackend{
+		c:         c,
+		timeout:   o.timeout,
+		prefix:    p,
+		kVersion:  p + "version",
+		kEpoch:    p + "epoch",
+		kEmptied:  p + "emptied",
+		kAccounts: p + "accounts",
+		kChannel:  p + "changes",
+	}
+}
+
+func (r *redisBackend) objKey(k kind, account string) string {
+	return r.prefix + string(k) + ":" + account
+}
+
+func (r *redisBackend) idxKey(name string) string { return r.prefix + "idx:" + name }
+
+// classify maps a Redis failure to the store's errors: unreachable, timed out or
+// refusing service (LOADING, READONLY, …) is ErrUnavailable; the caller giving up is
+// returned as such; anything else is a plain error.
+func (r *redisBackend) classify(caller context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if caller.Err() != nil {
+		return fmt.Errorf("store: redis: %w", err)
+	}
+	var re redis.Error
+	if errors.As(err, &re) && !redis.IsLoadingError(err) && !redis.IsReadOnlyError(err) &&
+		!redis.IsMasterDownError(err) && !redis.IsTryAgainError(err) && !redis.IsClusterDownError(err) &&
+		!redis.IsMaxClientsError(err) && !redis.HasErrorPrefix(err, "BUSY") {
+		return fmt.Errorf("store: redis: %w", err)
+	}
+	return fmt.Errorf("%w: redis: %w", ErrUnavailable, err)
+}
+
+func jitter(attempt int) time.Duration {
+	ceil := min(time.Millisecond<<min(attempt, 10), redisBackoffMax)
+	return time.Duration(rand.Int64N(int64(ceil))) + 100*time.Microsecond
+}
+
+var errWriteRace = fmt.Errorf("%w: concurrent write, retry", ErrConflict)
+
+// watched runs fn on a connection that WATCHes the version key, then exec (on the same
+// connection, in MULTI/EXEC). It retries with jittered backoff when another write
+// committed in between. An error of fn is returned unchanged.
+func (r *redisBackend) watched(caller context.Context, fn func(t *redisTx) error, exec func(ctx context.Context, p redis.Pipeliner)) error {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		var fnErr error
+		err := r.c.Watch(ctx, func(rtx *redis.Tx) error {
+			t := &redisTx{ctx: ctx, caller: caller, r: r, c: rtx}
+			if fnErr = fn(t); fnErr != nil {
+				return fnErr
+			}
+			_, err := rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				for _, w := range t.writes {
+					w(p)
+				}
+				exec(ctx, p)
+				return nil
+			})
+			return err
+		}, r.kVersion)
+		switch {
+		case fnErr != nil:
+			return fnErr
+		case err == nil:
+			return nil
+		case !errors.Is(err, redis.TxFailedErr):
+			return r.classify(caller, err)
+		case attempt == redisAttempts:
+			return errWriteRace
+		}
+		if !sleep(ctx, jitter(attempt)) {
+			if caller.Err() != nil {
+				return fmt.Errorf("store: redis: %w", caller.Err())
+			}
+			return errWriteRace
+		}
+	}
+}
+
+func (r *redisBackend) view(ctx context.Context, fn func(tx) error) error {
+	return r.watched(ctx, func(t *redisTx) error { return fn(t) }, func(ctx context.Context, p redis.Pipeliner) {
+		p.Get(ctx, r.kVersion) // EXEC fails if a write committed during the reads
+	})
+}
+
+func (r *redisBackend) update(ctx context.Context, fn func(tx) error) (uint64, error) {
+	var incr *redis.IntCmd
+	err := r.watched(ctx, func(t *redisTx) error { return fn(t) }, func(ctx context.Context, p redis.Pipeliner) {
+		p.SetNX(ctx, r.kEpoch, uuid.NewString(), 0) // a new data set gets a new epoch
+		incr = p.Incr(ctx, r.kVersion)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return uint64(incr.Val()), nil
+}
+
+func (r *redisBackend) version(caller context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	v, err := r.c.Get(ctx, r.kVersion).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, r.classify(caller, err)
+	}
+	return v, nil
+}
+
+func (r *redisBackend) publish(caller context.Context, v uint64) error {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	return r.classify(caller, r.c.Publish(ctx, r.kChannel, strconv.FormatUint(v, 10)).Err())
+}
+
+// subscribe subscribes to the change channel and waits for the confirmation. Then a
+// goroutine pokes p with every announced version, and asks for a full reload whenever
+// go-redis re-subscribes after a reconnect (messages may have been lost meanwhile).
+func (r *redisBackend) subscribe(ctx context.Context, p *pokes) error {
+	ps := r.c.Subscribe(ctx, r.kChannel)
+	rctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	msg, err := ps.Receive(rctx)
+	if err != nil {
+		_ = ps.Close()
+		return r.classify(ctx, fmt.Errorf("subscribe %s: %w", r.kChannel, err))
+	}
+	if _, ok := msg.(*redis.Subscription); !ok {
+		_ = ps.Close()
+		return fmt.Errorf("store: redis: subscribe %s: unexpected reply %T", r.kChannel, msg)
+	}
+	ch := ps.ChannelWithSubscriptions()
+	go func() {
+		defer func() { _ = ps.Close() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-ch:
+				if !ok {
+					p.poke(0, true)
+					return
+				}
+				switch m := m.(type) {
+				case *redis.Subscription:
+					if m.Kind == "subscribe" {
+						p.poke(0, true) // re-subscribed after a reconnect
+					}
+				case *redis.Message:
+					v, err := strconv.ParseUint(m.Payload, 10, 64)
+					p.poke(v, err != nil)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+func (r *redisBackend) incremental() bool { return false }
+
+func (r *redisBackend) close() error { return r.c.Close() }
+
+// redisTx reads on the WATCHing connection and queues writes for the MULTI/EXEC.
+type redisTx struct {
+	ctx    context.Context // bounded by the operation timeout
+	caller context.Context
+	r      *redisBackend
+	c      *redis.Tx
+	writes []func(redis.Pipeliner)
+}
+
+func (t *redisTx) fail(err error) error { return t.r.classify(t.caller, err) }
+
+func (t *redisTx) hget(key, field string) ([]byte, error) {
+	v, err := t.c.HGet(t.ctx, key, field).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	return v, nil
+}
+
+func (t *redisTx) queue(w func(p redis.Pipeliner)) error {
+	t.writes = append(t.writes, w)
+	return nil
+}
+
+func (t *redisTx) get(k kind, account, id string) ([]byte, error) {
+	return t.hget(t.r.objKey(k, account), id)
+}
+
+func (t *redisTx) put(k kind, account, id string, v []byte) error {
+	key := t.r.objKey(k, account)
+	return t.queue(func(p redis.Pipeliner) { p.HSet(t.ctx, key, id, v) })
+}
+
+func (t *redisTx) del(k kind, account, id string) error {
+	key := t.r.objKey(k, account)
+	return t.queue(func(p redis.Pipeliner) { p.HDel(t.ctx, key, id) })
+}
+
+func (t *redisTx) list(k kind, account string) ([][]byte, error) {
+	vals, err := t.c.HVals(t.ctx, t.r.objKey(k, account)).Result()
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = []byte(v)
+	}
+	return out, nil
+}
+
+// accountIDs lists the auth_ids; objects live only in existing accounts.
+func (t *redisTx) accountIDs() ([]string, error) {
+	ids, err := t.c.HKeys(t.ctx, t.r.kAccounts).Result()
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	return ids, nil
+}
+
+func (t *redisTx) listAll(k kind) ([][]byte, error) {
+	ids, err := t.accountIDs()
+	if err != nil {
+		return nil, err
+	}
+	cmds := make([]*redis.StringSliceCmd, len(ids))
+	if _, err := t.c.Pipelined(t.ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HVals(t.ctx, t.r.objKey(k, id))
+		}
+		return nil
+	}); err != nil {
+		return nil, t.fail(err)
+	}
+	var out [][]byte
+	for _, c := range cmds {
+		for _, v := range c.Val() {
+			out = append(out, []byte(v))
+		}
+	}
+	return out, nil
+}
+
+func (t *redisTx) countAll(int) (int, error) {
+	ids, err := t.accountIDs()
+	if err != nil {
+		return 0, err
+	}
+	var cmds []*redis.IntCmd
+	if _, err := t.c.Pipelined(t.ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			for _, k := range objectKinds {
+				cmds = append(cmds, p.HLen(t.ctx, t.r.objKey(k, id)))
+			}
+		}
+		return nil
+	}); err != nil {
+		return 0, t.fail(err)
+	}
+	n := 0
+	for _, c := range cmds {
+		n += int(c.Val())
+	}
+	return n, nil
+}
+
+func (t *redisTx) account(authID string) ([]byte, error) { return t.hget(t.r.kAccounts, authID) }
+
+func (t *redisTx) putAccount(authID string, v []byte) error {
+	return t.queue(func(p redis.Pipeliner) { p.HSet(t.ctx, t.r.kAccounts, authID, v) })
+}
+
+func (t *redisTx) accounts() ([][]byte, error) {
+	vals, err := t.c.HVals(t.ctx, t.r.kAccounts).Result()
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		out[i] = []byte(v)
+	}
+	return out, nil
+}
+
+func (t *redisTx) index(name, key string) (string, error) {
+	v, err := t.hget(t.r.idxKey(name), key)
+	return string(v), err
+}
+
+func (t *redisTx) putIndex(name, key, val string) error {
+	k := t.r.idxKey(name)
+	return t.queue(func(p redis.Pipeliner) { p.HSet(t.ctx, k, key, val) })
+}
+
+func (t *redisTx) delIndex(name, key string) error {
+	k := t.r.idxKey(name)
+	return t.queue(func(p redis.Pipeliner) { p.HDel(t.ctx, k, key) })
+}
+
+func (t *redisTx) emptied() (bool, error) {
+	n, err := t.c.Exists(t.ctx, t.r.kEmptied).Result()
+	if err != nil {
+		return false, t.fail(err)
+	}
+	return n > 0, nil
+}
+
+func (t *redisTx) setEmptied(on bool) error {
+	if on {
+		return t.queue(func(p redis.Pipeliner) { p.Set(t.ctx, t.r.kEmptied, "1", 0) })
+	}
+	return t.queue(func(p redis.Pipeliner) { p.Del(t.ctx, t.r.kEmptied) })
+}
+
+func (t *redisTx) epoch() (string, error) {
+	v, err := t.c.Get(t.ctx, t.r.kEpoch).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", t.fail(err)
+	}
+	return v, nil
+}
+
+func (t *redisTx) version() (uint64, error) {
+	v, err := t.c.Get(t.ctx, t.r.kVersion).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, t.fail(err)
+	}
+	return v, nil
+}
