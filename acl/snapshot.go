@@ -2,7 +2,6 @@ package acl
 
 import (
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -17,11 +16,6 @@ import (
 // no fail-closed reading can make safe (duplicate trunk ids, trunk domains or credential
 // usernames). The caller keeps its previous snapshot.
 var ErrInvalidDataset = errors.New("acl: invalid data set")
-
-// smallACL is the largest number of enabled prefixes an ACL matcher scans linearly; above
-// it the matcher uses a bart.Lite table. A scan of up to 16 masked compares beats a trie
-// walk and needs no pointer chasing (see BenchmarkMatch).
-const smallACL = 16
 
 // TrunkPolicy is the compiled, immutable view of one trunk inside a [Snapshot]. It is shared
 // by every reader of the snapshot: do not modify it or its slices.
@@ -50,7 +44,9 @@ type TrunkPolicy struct {
 // All query methods are safe for concurrent use, allocate nothing, take no lock, and are
 // nil-safe: a nil *Snapshot means "not ready" and answers no to everything. Every query
 // that takes a source address unmaps IPv4-mapped IPv6 and ignores IPv6 zones first; an
-// invalid address matches nothing.
+// invalid address matches nothing. What queries return points into the snapshot and is
+// shared by all readers: never modify it. A zero Snapshot is valid and empty, but build
+// real ones with Compile.
 type Snapshot struct {
 	version uint64
 
@@ -58,7 +54,6 @@ type Snapshot struct {
 	ids      []TrunkID              // by trunk index, the IDs of trunks (contiguous for AcceptingTrunks)
 	byID     map[TrunkID]int32      // ID → trunk index
 	byDomain map[string]int32       // lower-cased trunk_domain → trunk index
-	matchers []*aclState            // by trunk index: the ACL an enabled trunk checks, nil = no IP
 	creds    map[string]*Credential // username → credential
 	ncreds   int                    // credentials in the data set, for Empty
 
@@ -103,14 +98,13 @@ type aclUse struct {
 	enabled []int32 // for matching
 }
 
-// aclState is one stored ACL. Only the ACLs some trunk names carry prefixes and a matcher:
-// an ACL no trunk names matches nothing anyway.
+// aclState is one stored ACL. Only the ACLs some trunk names carry their prefixes: an ACL
+// no trunk names matches nothing anyway.
 type aclState struct {
 	uuid     string
 	valid    bool           // passed ValidateACL (and its uuid is unique in the data set)
 	prefixes []netip.Prefix // enabled entries, sorted by comparePrefix
 	self     []string       // []string{uuid}, shared by the prefixVals this ACL alone owns
-	m        matcher
 }
 
 // problem is a Problem found while compiling, tagged with the ACL uuid it concerns so
@@ -118,74 +112,6 @@ type aclState struct {
 type problem struct {
 	Problem
 	acl string
-}
-
-// prefix4 and prefix6 are masked prefixes in integer form for the linear matcher.
-type prefix4 struct{ addr, mask uint32 }
-type prefix6 struct{ hi, lo, mhi, mlo uint64 }
-
-// matcher answers "is this address inside one of the ACL's enabled entries".
-// It picks its structure by size: a linear scan for up to smallACL prefixes, else a table.
-type matcher struct {
-	v4  []prefix4
-	v6  []prefix6
-	big *bart.Lite
-}
-
-func newMatcher(prefixes []netip.Prefix) matcher {
-	var m matcher
-	if len(prefixes) > smallACL {
-		m.big = new(bart.Lite)
-		for _, p := range prefixes {
-			m.big.Insert(p)
-		}
-		return m
-	}
-	for _, p := range prefixes {
-		if p.Addr().Is4() {
-			b := p.Addr().As4()
-			mask := ^uint32(0) << (32 - p.Bits())
-			m.v4 = append(m.v4, prefix4{binary.BigEndian.Uint32(b[:]), mask})
-			continue
-		}
-		b := p.Addr().As16()
-		var mhi, mlo uint64
-		if bits := p.Bits(); bits >= 64 {
-			mhi, mlo = ^uint64(0), ^uint64(0)<<(128-bits)
-		} else {
-			mhi = ^uint64(0) << (64 - bits)
-		}
-		m.v6 = append(m.v6, prefix6{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]), mhi, mlo})
-	}
-	return m
-}
-
-// contains reports whether a (unmapped, without zone) is inside one of the prefixes.
-func (m *matcher) contains(a netip.Addr) bool {
-	if m.big != nil {
-		return m.big.Contains(a)
-	}
-	if a.Is4() {
-		b := a.As4()
-		x := binary.BigEndian.Uint32(b[:])
-		for _, p := range m.v4 {
-			if x&p.mask == p.addr {
-				return true
-			}
-		}
-		return false
-	}
-	if !a.Is6() || len(m.v6) == 0 {
-		return false
-	}
-	b := a.As16()
-	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
-	for _, p := range m.v6 {
-		if hi&p.mhi == p.hi && lo&p.mlo == p.lo {
-			return true
-		}
-	}
-	return false
 }
 
 // Compile builds an immutable snapshot of ds. It reads ds defensively, as it may come from
@@ -315,7 +241,6 @@ func (s *Snapshot) compileTrunks(in []Trunk, credByUUID map[string]*Credential) 
 	s.ids = make([]TrunkID, len(sorted))
 	s.byID = make(map[TrunkID]int32, len(sorted))
 	s.byDomain = make(map[string]int32, len(sorted))
-	s.matchers = make([]*aclState, len(sorted))
 	s.uses = make(map[string]*aclUse)
 	for i, t := range sorted {
 		field := "trunks[" + string(t.ID) + "]"
@@ -385,7 +310,7 @@ func (s *Snapshot) digestAlgorithms(field string, in []string) []string {
 }
 
 // compileACLs stores every ACL by uuid, validated; ACLs some trunk names also get their
-// enabled prefixes and a matcher.
+// enabled prefixes.
 func (s *Snapshot) compileACLs(in []IPACL) {
 	count := make(map[string]int, len(in))
 	for i := range in {
@@ -419,8 +344,8 @@ func (s *Snapshot) compileACLs(in []IPACL) {
 	slices.SortFunc(s.acls, func(a, b *aclState) int { return strings.Compare(a.uuid, b.uuid) })
 }
 
-// newACLState validates a and compiles it. The matcher and prefixes are built only when
-// some trunk names the ACL (named). An invalid ACL yields a state with valid == false.
+// newACLState validates a and compiles it. The prefixes are kept only when some trunk
+// names the ACL (named). An invalid ACL yields a state with valid == false.
 func newACLState(a *IPACL, named bool) (*aclState, error) {
 	st := &aclState{uuid: a.UUID}
 	if _, err := ValidateACL(a); err != nil {
@@ -439,7 +364,6 @@ func newACLState(a *IPACL, named bool) (*aclState, error) {
 		st.prefixes = append(st.prefixes, p)
 	}
 	slices.SortFunc(st.prefixes, comparePrefix)
-	st.m = newMatcher(st.prefixes)
 	return st, nil
 }
 
@@ -450,7 +374,7 @@ func findACL(acls []*aclState, uuid string) (int, bool) {
 	})
 }
 
-// resolveACLs hands every trunk the ACL it names, when that ACL exists and is valid.
+// resolveACLs marks the trunks whose ACL exists and is valid, and reports the others.
 func (s *Snapshot) resolveACLs() {
 	for uuid, u := range s.uses {
 		i, found := findACL(s.acls, uuid)
@@ -469,11 +393,8 @@ func (s *Snapshot) resolveACLs() {
 		for _, t := range u.all {
 			s.trunks[t].HasACL = true
 		}
-		for _, t := range u.enabled {
-			s.matchers[t] = s.acls[i]
-		}
 	}
-	slices.SortFunc(s.problems, func(a, b problem) int { return strings.Compare(a.Field, b.Field) })
+	slices.SortStableFunc(s.problems, func(a, b problem) int { return strings.Compare(a.Field, b.Field) })
 }
 
 // buildTable builds Snapshot.table from the named valid ACLs.
@@ -673,7 +594,7 @@ func (s *Snapshot) MatchSource(src netip.Addr) (TrunkID, bool) {
 	return v.match, v.match != ""
 }
 
-// Trunk returns the policy of trunk id, enabled or not.
+// Trunk returns the policy of trunk id, enabled or not (shared: do not modify).
 func (s *Snapshot) Trunk(id TrunkID) (*TrunkPolicy, bool) {
 	if s == nil {
 		return nil, false
@@ -687,22 +608,49 @@ func (s *Snapshot) Trunk(id TrunkID) (*TrunkPolicy, bool) {
 
 // Allows reports whether trunk id is enabled and src is inside an enabled entry of its
 // ACL. A missing trunk, a trunk without (valid) ACL and an empty ACL allow nothing.
+//
+// It walks the same table as [Snapshot.MatchSource] and looks id up in the trunks the
+// longest match holds, rather than keeping one matcher per ACL: right after MatchSource
+// the walk runs in cache, and there is no id → trunk map lookup at all.
 func (s *Snapshot) Allows(id TrunkID, src netip.Addr) bool {
-	if s == nil {
+	if s == nil || s.table == nil || id == "" {
 		return false
 	}
-	i, ok := s.byID[id]
+	v, ok := s.table.Lookup(src.Unmap())
 	if !ok {
 		return false
 	}
-	st := s.matchers[i]
-	if st == nil {
-		return false
+	if v.match != "" {
+		return v.match == id
 	}
-	return st.m.contains(src.Unmap().WithZone(""))
+	return s.holds(v.p.trunks, id)
 }
 
-// Credential returns the credential with exactly this username.
+// holds reports whether the sorted set of trunk indices holds trunk id. Trunk indices are
+// in id order, so a large set is searched by halves.
+func (s *Snapshot) holds(set []int32, id TrunkID) bool {
+	lo, hi := 0, len(set)
+	for hi-lo > 8 {
+		mid := int(uint(lo+hi) >> 1)
+		switch c := strings.Compare(string(s.ids[set[mid]]), string(id)); {
+		case c == 0:
+			return true
+		case c < 0:
+			lo = mid + 1
+		default:
+			hi = mid
+		}
+	}
+	for _, i := range set[lo:hi] {
+		if s.ids[i] == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Credential returns the credential with exactly this username (shared: do not modify),
+// whether or not a trunk uses it.
 func (s *Snapshot) Credential(username string) (*Credential, bool) {
 	if s == nil {
 		return nil, false

@@ -299,7 +299,7 @@ func TestSnapshotZeroAllocs(t *testing.T) {
 		})
 	}
 	if !sBig.Allows("pbx-big", aa("10.39.1.1")) || sBig.Allows("pbx-big", aa("10.40.1.1")) {
-		t.Error("big ACL matcher answers wrong")
+		t.Error("big ACL answers wrong")
 	}
 }
 
@@ -387,6 +387,40 @@ func TestEmpty(t *testing.T) {
 	} {
 		if s := mustCompile(t, ds); s.Empty() {
 			t.Errorf("Compile(%+v).Empty() = true", ds)
+		}
+	}
+}
+
+// TestAllowsManySharers covers trunk sets too large for a linear look.
+func TestAllowsManySharers(t *testing.T) {
+	ds := &Dataset{ACLs: []IPACL{mkACL("shared", "192.0.2.0/24"), mkACL("host", "192.0.2.5")}}
+	var want []TrunkID
+	for i := range 40 {
+		id := TrunkID(fmt.Sprintf("t%02d", i))
+		tr := mkTrunk(id, "shared")
+		if i%7 == 3 {
+			tr.Status = TrunkDisabled
+		} else {
+			want = append(want, id)
+		}
+		ds.Trunks = append(ds.Trunks, tr)
+	}
+	ds.Trunks = append(ds.Trunks, mkTrunk("t17a", "host"))
+	s := mustCompile(t, ds)
+	if got := s.AcceptingTrunks(aa("192.0.2.9"), nil); !slices.Equal(got, want) {
+		t.Errorf("AcceptingTrunks = %q, want %q", got, want)
+	}
+	for _, tr := range ds.Trunks {
+		for _, src := range []string{"192.0.2.5", "192.0.2.9"} {
+			wantOK := tr.Status == TrunkEnabled && (tr.ID != "t17a" || src == "192.0.2.5")
+			if got := s.Allows(tr.ID, aa(src)); got != wantOK {
+				t.Errorf("Allows(%s, %s) = %v, want %v", tr.ID, src, got, wantOK)
+			}
+		}
+	}
+	for _, id := range []TrunkID{"t", "t17b", "t99", "u", ""} {
+		if s.Allows(id, aa("192.0.2.5")) {
+			t.Errorf("Allows(%q) = true for a trunk that does not exist", id)
 		}
 	}
 }

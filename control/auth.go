@@ -17,7 +17,7 @@ import (
 )
 
 // MinTokenLength is the shortest auth token (or admin token) accepted from an operator.
-// Generated tokens are [generatedTokenLen] characters.
+// Generated tokens have 40 characters.
 const MinTokenLength = 16
 
 const (

@@ -39,7 +39,7 @@ func (c *call) decode(dst any) error {
 		return errorf(http.StatusUnsupportedMediaType,
 			"Content-Type %q is not supported: send %s or %s", media, mediaJSON, mediaForm)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, c.s.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(c.w.ResponseWriter, c.r.Body, c.s.maxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -62,7 +62,7 @@ func (c *call) decode(dst any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return badRequest("%s", describeJSONError(err))
+		return badRequest("%s", describeJSONError(err, dst))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return badRequest("malformed JSON: data after the object")
@@ -70,8 +70,9 @@ func (c *call) decode(dst any) error {
 	return nil
 }
 
-// describeJSONError turns an encoding/json error into a message for the client.
-func describeJSONError(err error) string {
+// describeJSONError turns an encoding/json error into a message for the client; dst is
+// the struct decoded into, to tell a bad list element from a bad field.
+func describeJSONError(err error, dst any) string {
 	var (
 		syn *json.SyntaxError
 		typ *json.UnmarshalTypeError
@@ -83,6 +84,9 @@ func describeJSONError(err error) string {
 		if typ.Field == "" {
 			return fmt.Sprintf("malformed request: the body must be a JSON object, not %s", typ.Value)
 		}
+		if ft, ok := fieldType(dst, typ.Field); ok && ft.Kind() == reflect.Slice && ft.Elem() == typ.Type {
+			return fmt.Sprintf("field %s: every element must be %s, not %s", typ.Field, jsonTypeName(typ.Type), typ.Value)
+		}
 		return fmt.Sprintf("field %s: must be %s, not %s", typ.Field, jsonTypeName(typ.Type), typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return "malformed JSON: unexpected end of body"
@@ -92,6 +96,22 @@ func describeJSONError(err error) string {
 		return msg
 	}
 	return "malformed JSON: " + msg
+}
+
+// fieldType is the type of the field of *dst whose JSON name is name.
+func fieldType(dst any, name string) (reflect.Type, bool) {
+	t := reflect.TypeOf(dst)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil, false
+	}
+	t = t.Elem()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if n, _, _ := strings.Cut(f.Tag.Get("json"), ","); n == name {
+			return f.Type, true
+		}
+	}
+	return nil, false
 }
 
 // jsonTypeName names a Go field type the way a JSON client thinks of it.

@@ -115,6 +115,12 @@ func TestErrorCodes(t *testing.T) {
 			}
 		}
 	})
+	t.Run("unknown method", func(t *testing.T) {
+		e.do(req{method: "FOO", path: "Trunk/"}).must(t, 405)
+		if got := e.metric("sipedge_api_requests_total", map[string]string{"method": "other", "code": "405"}); got != 1 {
+			t.Errorf("method label: %v requests counted as other", got)
+		}
+	})
 	t.Run("404 before auth for unknown routes", func(t *testing.T) {
 		e.do(req{method: "GET", path: "Nope/", noAuth: true}).must(t, 404)
 	})
@@ -172,10 +178,24 @@ func TestStoreFailures(t *testing.T) {
 			t.Error("log line does not carry the api_id")
 		}
 	})
+	t.Run("a panic is a 500 and the server lives on", func(t *testing.T) {
+		e := newEnv(t, withAPI(func(a store.API) store.API { return panicky{a} }))
+		e.do(req{method: "GET", path: "Trunk/"}).must(t, 500)
+		if !strings.Contains(e.logText(), "bug in a store") {
+			t.Error("panic not logged")
+		}
+		e.do(req{method: "GET", path: "Credential/"}).must(t, 200)
+	})
 	t.Run("auth lookup unavailable is 503", func(t *testing.T) {
 		e := newEnv(t, withAPI(func(a store.API) store.API { return accountDown{a} }))
 		e.do(req{method: "GET", path: "Trunk/"}).must(t, 503)
 	})
+}
+
+type panicky struct{ store.API }
+
+func (panicky) ListTrunks(context.Context, string, store.Page) ([]acl.Trunk, int, error) {
+	panic("bug in a store")
 }
 
 type accountDown struct{ store.API }

@@ -116,7 +116,7 @@ func TestACLValidation(t *testing.T) {
 		{"malformed JSON", `{"name":`, 400, []string{"malformed JSON"}},
 		{"unknown field", `{"name":"x","ip_addresses":["192.0.2.1"],"color":"red"}`, 400, []string{`unknown field "color"`}},
 		{"wrong type", `{"name":"x","ip_addresses":"192.0.2.1"}`, 400, []string{"ip_addresses", "array"}},
-		{"wrong element type", `{"name":"x","ip_addresses":[1]}`, 400, []string{"ip_addresses"}},
+		{"wrong element type", `{"name":"x","ip_addresses":[1]}`, 400, []string{"ip_addresses", "every element must be a string"}},
 		{"not an object", `["192.0.2.1"]`, 400, []string{"JSON object"}},
 		{"trailing data", `{"name":"x","ip_addresses":["192.0.2.1"]} {}`, 400, []string{"after the object"}},
 		{"empty body", ``, 400, []string{"empty"}},

@@ -15,7 +15,7 @@ import (
 	"github.com/sipedge/sipedge/store"
 )
 
-// TestReadmeQuickStart runs the curl commands of README.md's quick start (between
+// TestReadmeQuickStart runs the curl commands of the top-level README.md's quick start (between
 // <!-- quickstart --> and <!-- /quickstart -->) against a real server, so the document
 // cannot rot. It understands the little shell the quick start uses: VAR=value,
 // VAR=$(curl … | jq -r FILTER), curl with -sS -u -H -d -X, quotes, $VAR and line
@@ -23,7 +23,7 @@ import (
 // Content-Type is given). Any other line fails the test.
 func TestReadmeQuickStart(t *testing.T) {
 	e := newEnv(t)
-	raw, err := os.ReadFile("README.md")
+	raw, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,8 +34,8 @@ const DefaultRealm = "sipedge"
 // no metrics.
 type Config struct {
 	// SIPDomain is the suffix of default trunk domains: a trunk created without
-	// trunk_domain answers on "<trunk_id>.<SIPDomain>". Empty means trunk_domain must be
-	// given when a trunk is created.
+	// trunk_domain answers on "<trunk_id>.<SIPDomain>" (lowercased). Empty means
+	// trunk_domain must be given when a trunk is created.
 	SIPDomain string
 	// Realm is the digest realm every credential's HA1s are computed over. There is one
 	// per deployment because a credential can serve several trunks and with HA1-only
@@ -48,17 +48,18 @@ type Config struct {
 	// MaxBodyBytes caps request bodies; larger ones get 413. 0 means [DefaultMaxBodyBytes].
 	MaxBodyBytes int64
 	// Logger receives one line per request (debug), per write (info) and per internal
-	// error (error). Bodies, passwords and tokens are never logged.
+	// error (error). Bodies, passwords and tokens are never logged. The server adds
+	// component=control itself.
 	Logger zerolog.Logger
 	// Registerer receives the API metrics (see README.md). Nil records none.
 	Registerer prometheus.Registerer
 }
 
-// Validate reports configuration errors: a SIPDomain that is not a lowercase DNS name, a
-// negative MaxBodyBytes, an AdminToken shorter than [MinTokenLength].
+// Validate reports configuration errors: a SIPDomain that is not a DNS name, a negative
+// MaxBodyBytes, an AdminToken shorter than [MinTokenLength].
 func (c Config) Validate() error {
 	if c.SIPDomain != "" {
-		if err := validDNSName(c.SIPDomain); err != nil {
+		if err := validDNSName(strings.ToLower(c.SIPDomain)); err != nil {
 			return fmt.Errorf("control: sip domain %q: %s", c.SIPDomain, err)
 		}
 	}
@@ -83,8 +84,9 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
-// Server serves the control API. Build it with [New]; it is safe for concurrent use and
-// holds no state of its own besides configuration: everything lives in the store.
+// Server serves the control API. Build it with [New]; the zero value is not usable. It is
+// safe for concurrent use and holds no state besides its configuration: everything lives
+// in the store, so any number of servers (nodes) can share one data set.
 type Server struct {
 	cfg      Config
 	realm    string
@@ -101,6 +103,7 @@ type Server struct {
 
 // New builds the API over st. Call [Config.Validate] first to reject bad configuration.
 func New(cfg Config, st store.API, opts ...Option) *Server {
+	cfg.SIPDomain = strings.ToLower(cfg.SIPDomain)
 	s := &Server{
 		cfg:     cfg,
 		realm:   cfg.Realm,

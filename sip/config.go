@@ -21,7 +21,7 @@ const (
 	DefaultListen                 = "0.0.0.0:5060"
 	DefaultRealm                  = "sipedge"
 	DefaultNonceTTL               = 300 * time.Second
-	DefaultUpstreamTimeout        = 32 * time.Second // RFC 3261 Timer B = 64*T1
+	DefaultUpstreamTimeout        = 32 * time.Second  // RFC 3261 Timer B = 64*T1
 	DefaultInviteTimeout          = 180 * time.Second // RFC 3261 Timer C (> 3 min is RFC, 180 s is common)
 	DefaultUpstreamConnectTimeout = 5 * time.Second
 	DefaultMaxMessageBytes        = 32 << 10

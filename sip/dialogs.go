@@ -8,26 +8,37 @@ import (
 	"time"
 )
 
-// dialogTable counts answered calls for sipedge_sip_active_dialogs: an entry is added
-// when a 2xx to an initial INVITE is relayed and removed by the BYE's final response or
-// after DialogTimeout. Routing never reads it. Safe for concurrent use.
+// dialogTable holds the answered calls relayed by this node: an entry is added when a 2xx
+// to an initial INVITE is relayed and removed by the BYE's final response or after
+// DialogTimeout. It feeds sipedge_sip_active_dialogs and routes in-dialog requests of
+// UAs that ignore Record-Route (they send ACK/BYE with no Route; see routeInDialog).
+// Requests carrying our Record-Route token never need it. Safe for concurrent use.
 type dialogTable struct {
 	seed   maphash.Seed
 	n      atomic.Int64
 	shards [dialogShards]dialogShard
 }
 
-const dialogShards = 32
+const (
+	dialogShards = 32
+	maxDialogs   = 1 << 20 // beyond this, calls still work but are neither counted nor tracked
+)
 
 type dialogShard struct {
 	mu sync.Mutex
-	m  map[string]int64 // key → expiry (unix ns)
+	m  map[string]dialogEntry
+}
+
+// dialogEntry is both ends of an answered call.
+type dialogEntry struct {
+	expires int64 // unix ns
+	pbx, up flow
 }
 
 func newDialogTable() *dialogTable {
 	t := &dialogTable{seed: maphash.MakeSeed()}
 	for i := range t.shards {
-		t.shards[i].m = map[string]int64{}
+		t.shards[i].m = map[string]dialogEntry{}
 	}
 	return t
 }
@@ -38,14 +49,27 @@ func (t *dialogTable) shard(key string) *dialogShard {
 	return &t.shards[maphash.String(t.seed, key)%dialogShards]
 }
 
-func (t *dialogTable) add(key string, expires time.Time) {
+// add records a dialog; false when the table is full.
+func (t *dialogTable) add(key string, expires time.Time, pbx, up flow) bool {
 	sh := t.shard(key)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if _, ok := sh.m[key]; !ok {
+		if t.n.Load() >= maxDialogs {
+			return false
+		}
 		t.n.Add(1)
 	}
-	sh.m[key] = expires.UnixNano()
+	sh.m[key] = dialogEntry{expires: expires.UnixNano(), pbx: pbx, up: up}
+	return true
+}
+
+func (t *dialogTable) get(key string, now time.Time) (dialogEntry, bool) {
+	sh := t.shard(key)
+	sh.mu.Lock()
+	e, ok := sh.m[key]
 	sh.mu.Unlock()
+	return e, ok && e.expires > now.UnixNano()
 }
 
 func (t *dialogTable) remove(key string) {
@@ -63,8 +87,8 @@ func (t *dialogTable) sweep(now time.Time) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for k, exp := range sh.m {
-			if exp <= ns {
+		for k, e := range sh.m {
+			if e.expires <= ns {
 				delete(sh.m, k)
 				t.n.Add(-1)
 			}

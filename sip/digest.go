@@ -219,7 +219,9 @@ func readQuoted(s string, i int) (string, int, error) {
 			}
 			return b.String(), i + 1, nil
 		case ch == '\\':
-			if i+1 >= len(s) || s[i+1] == '\r' || s[i+1] == '\n' {
+			// quoted-pair; an escaped control character is refused like a raw one, so
+			// values never hold control characters.
+			if i+1 >= len(s) || isCtl(s[i+1]) {
 				return "", 0, errDigestSyntax
 			}
 			if plain {
@@ -229,7 +231,7 @@ func readQuoted(s string, i int) (string, int, error) {
 			b.WriteByte(s[i+1])
 			i += 2
 			continue
-		case (ch < 0x20 && ch != '\t') || ch == 0x7f:
+		case isCtl(ch):
 			return "", 0, errDigestSyntax
 		}
 		if !plain {
@@ -239,6 +241,9 @@ func readQuoted(s string, i int) (string, int, error) {
 	}
 	return "", 0, errDigestSyntax
 }
+
+// isCtl reports control characters other than horizontal tab.
+func isCtl(c byte) bool { return (c < 0x20 && c != '\t') || c == 0x7f }
 
 // isTokenChar is RFC 3261 token: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
 func isTokenChar(c byte) bool {

@@ -14,8 +14,8 @@ import (
 // per request; the server transaction ends when it returns, so relays block here until
 // the final response is relayed.
 func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
-	s.handlers.Add(1)
-	defer s.handlers.Done()
+	s.active.Add(1)
+	defer s.active.Add(-1)
 
 	tp := transportLabel(req.Transport())
 	s.m.request(string(req.Method), tp)
@@ -128,7 +128,7 @@ func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
 		return
 	}
 	fw := s.buildForward(req, src, rt.next, nil, rt.skip, rt.ruri)
-	if err := s.cl.WriteRequest(fw, noBuild); err != nil {
+	if err := s.writeStateless(fw); err != nil {
 		s.m.drop(dropAck)
 		s.log.Debug().Err(err).Str("call_id", callIDOf(req)).Msg("forward ACK failed")
 	}

@@ -37,6 +37,8 @@ const (
 	dropRespondFailed = "respond_failed" // writing a response failed
 	dropStrayResponse = "stray_response" // response matching no transaction
 	dropCanceled      = "canceled"       // upstream answer after the caller canceled
+	dropDialRefused   = "dial_refused"   // sipgo tried to connect somewhere on its own
+	dropDialogsFull   = "dialogs_full"   // dialog table at its cap (call relayed, not tracked)
 )
 
 func newMetrics(reg prometheus.Registerer, activeDialogs func() float64) (*metrics, error) {

@@ -21,6 +21,7 @@ func noBuild(*sipgo.Client, *sipmsg.Request) error { return nil }
 type relayInfo struct {
 	initial bool   // the dialog-creating INVITE
 	dialog  string // dialog table key (Call-ID + original From tag)
+	pbx, up flow   // both ends (initial INVITE only)
 }
 
 // relayInvite forwards an allowed out-of-dialog INVITE to its trunk's upstream with our
@@ -54,7 +55,7 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 	defer s.invites.Add(-1)
 	s.pending.Add(1)
 	defer s.pending.Add(-1)
-	s.relay(req, tx, src, fw, relayInfo{initial: true, dialog: dialogKey(callID, fromTag)})
+	s.relay(req, tx, src, fw, relayInfo{initial: true, dialog: dialogKey(callID, fromTag), pbx: pbx, up: hop.flow})
 }
 
 // buildForward builds the request to send to the next hop. It is a deep-enough copy of
@@ -175,7 +176,7 @@ func stampVia(v *sipmsg.ViaHeader, src netip.AddrPort) *sipmsg.ViaHeader {
 // upstream (after a provisional, RFC 3261 §9.1).
 func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, fw *sipmsg.Request, info relayInfo) {
 	inTp := req.Transport()
-	dialCtx, cancelDial := context.WithTimeout(s.runCtx, s.cfg.UpstreamConnectTimeout)
+	dialCtx, cancelDial := context.WithTimeout(allowDial(s.runCtx), s.cfg.UpstreamConnectTimeout)
 	clTx, err := s.cl.TransactionRequest(dialCtx, fw, noBuild)
 	cancelDial()
 	if err != nil {
@@ -319,7 +320,9 @@ func (s *Server) onFinal(fw *sipmsg.Request, res *sipmsg.Response, info relayInf
 	switch {
 	case info.initial && res.IsSuccess():
 		s.m.relayedCall()
-		s.dlg.add(info.dialog, time.Now().Add(s.cfg.DialogTimeout))
+		if !s.dlg.add(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.pbx, info.up) {
+			s.m.drop(dropDialogsFull)
+		}
 	case fw.Method == sipmsg.BYE && (res.IsSuccess() || res.StatusCode == sipmsg.StatusCallTransactionDoesNotExists):
 		s.dlg.remove(info.dialog)
 	}
@@ -386,19 +389,32 @@ func (s *Server) hangUpUpstream(fw *sipmsg.Request, res *sipmsg.Response) {
 		return r
 	}
 	seq := fw.CSeq().SeqNo
-	if err := s.cl.WriteRequest(build(sipmsg.ACK, seq), noBuild); err != nil {
+	if err := s.writeStateless(build(sipmsg.ACK, seq)); err != nil {
 		s.log.Debug().Err(err).Msg("ACK of an abandoned 2xx failed")
 	}
 	s.background(build(sipmsg.BYE, seq+1))
 }
 
+// writeStateless sends r outside any transaction (ACK for a 2xx), opening a TCP
+// connection if needed under the dial guard's permission.
+func (s *Server) writeStateless(r *sipmsg.Request) error {
+	ctx, cancel := context.WithTimeout(allowDial(s.runCtx), s.cfg.UpstreamConnectTimeout)
+	defer cancel()
+	conn, err := s.ua.TransportLayer().ClientRequestConnection(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer conn.TryClose()
+	return conn.WriteMsg(r)
+}
+
 // background runs a client transaction for r (CANCEL, BYE the edge originates) until its
 // final response, bounded by UpstreamTimeout.
 func (s *Server) background(r *sipmsg.Request) {
-	s.handlers.Add(1)
+	s.active.Add(1)
 	go func() {
-		defer s.handlers.Done()
-		ctx, cancel := context.WithTimeout(s.runCtx, s.cfg.UpstreamTimeout)
+		defer s.active.Add(-1)
+		ctx, cancel := context.WithTimeout(allowDial(s.runCtx), s.cfg.UpstreamTimeout)
 		defer cancel()
 		t, err := s.cl.TransactionRequest(ctx, r, noBuild)
 		if err != nil {
@@ -430,10 +446,16 @@ type inDialogRoute struct {
 
 // routeInDialog decides where an in-dialog request (or 2xx ACK) goes, or refuses it.
 //
-// Normally its top Route is ours (one entry, two after a transport change) and carries a
-// token that verifies for its Call-ID and tags; the token names the next hop. A UA that
-// ignores Record-Route instead sends ACK/BYE to the edge itself with no Route: that is
-// accepted only from a source IP-allowed for a trunk, and goes to that trunk's upstream.
+//  1. Normally its top Route is ours (one entry, two after a transport change) and carries
+//     a token that verifies for its Call-ID and tags; the token names the next hop.
+//  2. A UA that ignores Record-Route (SIPp's built-in uas, for one) makes both sides send
+//     in-dialog requests with no Route at all. Such a request is routed from this node's
+//     dialog table when Call-ID and tags match a call answered here and it comes from that
+//     call's PBX (→ upstream) or upstream (→ PBX) IP.
+//  3. Failing that, a request with no Route from a source IP-allowed for a trunk goes to
+//     that trunk's upstream (such a source may send INVITEs there anyway).
+//
+// Next hops come from the token, the table or the policy, never from the request.
 func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialogRoute, bool) {
 	var rt inDialogRoute
 	tok := ""
@@ -460,14 +482,26 @@ func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialo
 		rt.routeTarget = t
 		return rt, ok
 	}
-	if req.Route() != nil || !s.isEdgeURI(&req.Recipient) {
-		return rt, false
+	if req.Route() != nil {
+		return rt, false // routed elsewhere: we are not that hop
+	}
+	addr := src.Addr()
+	now := time.Now()
+	if e, ok := s.dlg.get(dialogKey(callID, fromTag), now); ok && e.pbx.addr.Addr() == addr {
+		rt.routeTarget = routeTarget{dir: towardsUpstream, next: e.up, fromTag: fromTag}
+		if s.isEdgeURI(&req.Recipient) {
+			rt.ruri = &upstreamSpec{host: e.up.addr.Addr().String(), port: int(e.up.addr.Port()), tp: e.up.tp}
+		}
+		return rt, true
+	}
+	if e, ok := s.dlg.get(dialogKey(callID, toTag), now); ok && toTag != "" && e.up.addr.Addr() == addr {
+		rt.routeTarget = routeTarget{dir: towardsPBX, next: e.pbx, fromTag: toTag}
+		return rt, true
 	}
 	pol := s.policy()
 	if isNilPolicy(pol) {
 		return rt, false
 	}
-	addr := src.Addr()
 	id, ok := pol.MatchSource(addr)
 	if !ok {
 		return rt, false
@@ -485,7 +519,9 @@ func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialo
 		return rt, false
 	}
 	rt.routeTarget = routeTarget{dir: towardsUpstream, next: hop.flow, fromTag: fromTag}
-	rt.ruri = &hop.spec
+	if s.isEdgeURI(&req.Recipient) {
+		rt.ruri = &hop.spec
+	}
 	return rt, true
 }
 

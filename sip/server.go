@@ -53,7 +53,7 @@ type Server struct {
 	draining atomic.Bool
 	invites  atomic.Int64 // INVITE relays waiting for their final response
 	pending  atomic.Int64 // relays of any method in progress
-	handlers sync.WaitGroup
+	active   atomic.Int64 // handlers and background transactions running (shutdown waits)
 }
 
 // allowedMethods is the Allow header value: what the edge answers or relays.
@@ -125,7 +125,8 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 			ReadTimeout:  cfg.TCPReadIdleTimeout,
 			WriteTimeout: cfg.TCPWriteTimeout,
 			DialerCreate: func(laddr net.Addr) net.Dialer {
-				return net.Dialer{Timeout: connectTimeout, LocalAddr: laddr, KeepAlive: 30 * time.Second}
+				return net.Dialer{Timeout: connectTimeout, LocalAddr: laddr, KeepAlive: 30 * time.Second,
+					ControlContext: s.dialGuard}
 			},
 		}}),
 	}
@@ -229,12 +230,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.ua.Close() // terminates every transaction and closes pooled connections
 	<-sweepDone
-	done := make(chan struct{})
-	go func() { s.handlers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		s.log.Warn().Msg("SIP handlers still running after shutdown")
+	// Handlers see their transactions end and return; sipgo may still be starting a
+	// handler for a message read just before the close, so poll rather than Wait.
+	for deadline := time.Now().Add(5 * time.Second); s.active.Load() > 0; {
+		if time.Now().After(deadline) {
+			s.log.Warn().Int64("handlers", s.active.Load()).Msg("SIP handlers still running after shutdown")
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	s.log.Info().Msg("SIP edge stopped")
 	return runErr
@@ -268,6 +271,26 @@ func (s *Server) ActiveCalls() int { return int(s.invites.Load()) }
 // ActiveDialogs returns calls answered through this edge and not yet ended by a BYE
 // seen here (or expired after DialogTimeout).
 func (s *Server) ActiveDialogs() int { return s.dlg.len() }
+
+// dialKey marks contexts under which the edge itself opens TCP connections.
+type dialKey struct{}
+
+func allowDial(ctx context.Context) context.Context { return context.WithValue(ctx, dialKey{}, true) }
+
+var errDialRefused = errors.New("sip: outbound connection not requested by the edge")
+
+// dialGuard lets sipgo open a TCP connection only for a send the edge asked for (to a
+// resolved upstream or a token-verified flow). sipgo also dials on its own, to the host
+// of a request's Via, when the TCP connection a request came on is already gone by the
+// time its transaction is created; an attacker could use that to make the edge connect
+// anywhere. Those dials are refused.
+func (s *Server) dialGuard(ctx context.Context, _, _ string, _ syscall.RawConn) error {
+	if ctx.Value(dialKey{}) == nil {
+		s.m.drop(dropDialRefused)
+		return errDialRefused
+	}
+	return nil
+}
 
 // listenBoth binds UDP and TCP on the same host:port; with port 0 it retries until one
 // free port is free for both.

@@ -32,6 +32,8 @@ const (
 type backend interface {
 	// view runs fn over one consistent read of the whole data set.
 	view(ctx context.Context, fn func(tx) error) error
+	// loadAll reads every object, the version, epoch and emptied marker at one version.
+	loadAll(ctx context.Context) (*rawSet, error)
 	// update runs fn in one write transaction. If fn returns nil, its writes and an
 	// increment of the global version by exactly 1 commit atomically and the new version
 	// is returned. If fn (or the commit) fails, nothing changes. fn may run more than once
@@ -42,10 +44,10 @@ type backend interface {
 	// publish announces a committed version to every subscriber (a poke; losing one is
 	// tolerated, subscribers also resync periodically).
 	publish(ctx context.Context, v uint64) error
-	// subscribe makes the backend poke p on every published version until ctx is done.
-	// It returns once the subscription is confirmed, so a load that starts after it
-	// cannot miss a change.
-	subscribe(ctx context.Context, p *pokes) error
+	// subscribe makes the backend poke p on every published version until ctx is done;
+	// done is closed when it has stopped. It returns once the subscription is confirmed,
+	// so a load that starts after it cannot miss a change.
+	subscribe(ctx context.Context, p *pokes) (done <-chan struct{}, err error)
 	// incremental reports whether every committed version is written through this
 	// process (embedded mode), so per-version change hints are complete.
 	incremental() bool
@@ -64,8 +66,6 @@ type tx interface {
 	del(k kind, account, id string) error
 	// list returns every object of kind k in account, in no particular order.
 	list(k kind, account string) ([][]byte, error)
-	// listAll returns every object of kind k in every account.
-	listAll(k kind) ([][]byte, error)
 	// countAll counts ACLs, credentials and trunks of all accounts; it may stop counting
 	// at max.
 	countAll(max int) (int, error)
@@ -80,15 +80,19 @@ type tx interface {
 	putIndex(name, key, val string) error
 	delIndex(name, key string) error
 
-	// Data-set metadata.
-	emptied() (bool, error)
+	// setEmptied sets or clears the marker that the data set was emptied on purpose.
 	setEmptied(on bool) error
+}
+
+// rawSet is the stored form of a whole data set at one version.
+type rawSet struct {
+	version uint64
 	// epoch names one incarnation of the data set; it changes when the data set is
-	// recreated (wiped and reseeded), which is how a watcher tells a reset from a stale
-	// poke. "" until the first write.
-	epoch() (string, error)
-	// version is the committed version this transaction started from.
-	version() (uint64, error)
+	// recreated (wiped and reseeded), which is how a watcher tells a reset from a late
+	// notice. "" until the first write.
+	epoch   string
+	emptied bool
+	objs    map[kind][][]byte // stored JSON by kind, all accounts
 }
 
 var errReadAfterWrite = errors.New("store: internal error: read after write in one transaction")
@@ -120,13 +124,6 @@ func (s *strictTx) list(k kind, account string) ([][]byte, error) {
 	return s.t.list(k, account)
 }
 
-func (s *strictTx) listAll(k kind) ([][]byte, error) {
-	if err := s.r(); err != nil {
-		return nil, err
-	}
-	return s.t.listAll(k)
-}
-
 func (s *strictTx) countAll(max int) (int, error) {
 	if err := s.r(); err != nil {
 		return 0, err
@@ -153,27 +150,6 @@ func (s *strictTx) index(name, key string) (string, error) {
 		return "", err
 	}
 	return s.t.index(name, key)
-}
-
-func (s *strictTx) emptied() (bool, error) {
-	if err := s.r(); err != nil {
-		return false, err
-	}
-	return s.t.emptied()
-}
-
-func (s *strictTx) epoch() (string, error) {
-	if err := s.r(); err != nil {
-		return "", err
-	}
-	return s.t.epoch()
-}
-
-func (s *strictTx) version() (uint64, error) {
-	if err := s.r(); err != nil {
-		return 0, err
-	}
-	return s.t.version()
 }
 
 func (s *strictTx) put(k kind, account, id string, v []byte) error {
@@ -249,19 +225,22 @@ type fanout struct {
 	subs map[*pokes]struct{}
 }
 
-func (f *fanout) add(ctx context.Context, p *pokes) {
+func (f *fanout) add(ctx context.Context, p *pokes) <-chan struct{} {
 	f.mu.Lock()
 	if f.subs == nil {
 		f.subs = make(map[*pokes]struct{})
 	}
 	f.subs[p] = struct{}{}
 	f.mu.Unlock()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		<-ctx.Done()
 		f.mu.Lock()
 		delete(f.subs, p)
 		f.mu.Unlock()
 	}()
+	return done
 }
 
 func (f *fanout) send(v uint64) {

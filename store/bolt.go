@@ -112,13 +112,42 @@ func (b *boltBackend) update(ctx context.Context, fn func(tx) error) (uint64, er
 }
 
 func (b *boltBackend) version(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	var v uint64
-	err := b.view(ctx, func(t tx) error {
-		var err error
-		v, err = t.version()
-		return err
+	err := b.db.View(func(btx *bolt.Tx) error {
+		v = readUint(btx.Bucket(bucketMeta).Get(keyVersion))
+		return nil
 	})
 	return v, err
+}
+
+func (b *boltBackend) loadAll(ctx context.Context) (*rawSet, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rs := &rawSet{objs: make(map[kind][][]byte, len(objectKinds))}
+	err := b.db.View(func(btx *bolt.Tx) error {
+		meta := btx.Bucket(bucketMeta)
+		rs.version = readUint(meta.Get(keyVersion))
+		rs.epoch = string(meta.Get(keyEpoch))
+		rs.emptied = meta.Get(keyEmptied) != nil
+		for _, k := range objectKinds {
+			err := btx.Bucket([]byte(k)).ForEach(func(_, v []byte) error {
+				rs.objs[k] = append(rs.objs[k], clone(v))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rs, nil
 }
 
 func (b *boltBackend) publish(_ context.Context, v uint64) error {
@@ -126,9 +155,8 @@ func (b *boltBackend) publish(_ context.Context, v uint64) error {
 	return nil
 }
 
-func (b *boltBackend) subscribe(ctx context.Context, p *pokes) error {
-	b.subs.add(ctx, p)
-	return nil
+func (b *boltBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{}, error) {
+	return b.subs.add(ctx, p), nil
 }
 
 func (b *boltBackend) incremental() bool { return true }
@@ -178,15 +206,6 @@ func (t boltTx) list(k kind, account string) ([][]byte, error) {
 	return out, nil
 }
 
-func (t boltTx) listAll(k kind) ([][]byte, error) {
-	var out [][]byte
-	err := t.t.Bucket([]byte(k)).ForEach(func(_, v []byte) error {
-		out = append(out, clone(v))
-		return nil
-	})
-	return out, err
-}
-
 func (t boltTx) countAll(max int) (int, error) {
 	n := 0
 	for _, k := range objectKinds {
@@ -227,22 +246,10 @@ func (t boltTx) delIndex(name, key string) error {
 	return t.t.Bucket(idxBucket(name)).Delete([]byte(key))
 }
 
-func (t boltTx) emptied() (bool, error) {
-	return t.t.Bucket(bucketMeta).Get(keyEmptied) != nil, nil
-}
-
 func (t boltTx) setEmptied(on bool) error {
 	meta := t.t.Bucket(bucketMeta)
 	if on {
 		return meta.Put(keyEmptied, []byte("1"))
 	}
 	return meta.Delete(keyEmptied)
-}
-
-func (t boltTx) epoch() (string, error) {
-	return string(t.t.Bucket(bucketMeta).Get(keyEpoch)), nil
-}
-
-func (t boltTx) version() (uint64, error) {
-	return readUint(t.t.Bucket(bucketMeta).Get(keyVersion)), nil
 }

@@ -31,10 +31,22 @@ func WipeObjects(ctx context.Context, s *Store) (uint64, error) {
 	v, err := s.b.update(ctx, func(t tx) error {
 		var refs [][2]string
 		var kinds []kind
+		accs, err := t.accounts()
+		if err != nil {
+			return err
+		}
 		for _, k := range objectKinds {
-			objs, err := t.listAll(k)
-			if err != nil {
-				return err
+			var objs [][]byte
+			for _, raw := range accs {
+				var a acl.Account
+				if err := json.Unmarshal(raw, &a); err != nil {
+					return err
+				}
+				more, err := t.list(k, a.AuthID)
+				if err != nil {
+					return err
+				}
+				objs = append(objs, more...)
 			}
 			for _, o := range objs {
 				var r ref

@@ -39,7 +39,8 @@ func defaultOptions() options {
 	}
 }
 
-// WithLogger sets the logger (default: discard). The store adds component=store.
+// WithLogger sets the logger (default: discard). The caller names the component
+// (log.With().Str("component", "store")).
 func WithLogger(l zerolog.Logger) Option {
 	return func(o *options) { o.log = l }
 }

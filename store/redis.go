@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 
@@ -19,18 +20,32 @@ const (
 	redisBackoffMax = 32 * time.Millisecond
 )
 
-// OpenRedis connects to Redis with ro (typically from redis.ParseURL(--redis-url), with
-// the password set from the environment) and returns a Store whose data set lives under
-// the key prefix (see [WithPrefix] and README.md, "Key schema"). Any number of Stores,
+// OpenRedis connects to the Redis named by url (--redis-url, e.g.
+// redis://redis.example.org:6379/0; rediss:// for TLS; query parameters as
+// redis.ParseURL takes them) and returns a Store whose data set lives under the key
+// prefix ([WithPrefix]; see README.md, "Key schema"). password, when not empty, replaces
+// the URL's (it comes from the environment and is never logged). Any number of Stores,
 // in any number of processes, can share one data set.
 //
 // Each operation is bounded by [WithTimeout] (default 5 s); a Redis that cannot be
-// reached or does not answer in time yields [ErrUnavailable], here and later. ro is
-// copied (with ContextTimeoutEnabled set, so deadlines reach the socket). Close the
+// reached or does not answer in time yields [ErrUnavailable], here and later. Close the
 // store to close its client.
-func OpenRedis(ctx context.Context, ro *redis.Options, opts ...Option) (*Store, error) {
+func OpenRedis(ctx context.Context, url, password string, opts ...Option) (*Store, error) {
+	ro, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis url: %w", ErrInvalid, err)
+	}
+	if password != "" {
+		ro.Password = password
+	}
+	return OpenRedisOptions(ctx, ro, opts...)
+}
+
+// OpenRedisOptions is [OpenRedis] with client options instead of a URL. ro is copied
+// (with ContextTimeoutEnabled set, so deadlines reach the socket).
+func OpenRedisOptions(ctx context.Context, ro *redis.Options, opts ...Option) (*Store, error) {
 	if ro == nil {
-		return nil, errors.New("store: OpenRedis: nil options")
+		return nil, errors.New("store: OpenRedisOptions: nil options")
 	}
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -112,9 +127,12 @@ func jitter(attempt int) time.Duration {
 
 var errWriteRace = fmt.Errorf("%w: concurrent write, retry", ErrConflict)
 
-// watched runs fn on a connection that WATCHes the version key, then exec (on the same
-// connection, in MULTI/EXEC). It retries with jittered backoff when another write
-// committed in between. An error of fn is returned unchanged.
+// watched runs fn on a connection that WATCHes the version key, then fn's queued writes
+// and exec in one MULTI/EXEC on the same connection. It retries with jittered backoff
+// when another write committed in between. An error of fn is returned unchanged.
+//
+// A read-only fn (exec == nil) that issued more than one read command is verified the
+// same way, with an EXEC of just a GET; a single read is atomic and needs no check.
 func (r *redisBackend) watched(caller context.Context, fn func(t *redisTx) error, exec func(ctx context.Context, p redis.Pipeliner)) error {
 	ctx, cancel := context.WithTimeout(caller, r.timeout)
 	defer cancel()
@@ -125,13 +143,23 @@ func (r *redisBackend) watched(caller context.Context, fn func(t *redisTx) error
 			if fnErr = fn(t); fnErr != nil {
 				return fnErr
 			}
+			if exec == nil && t.reads <= 1 {
+				return nil // one command is atomic by itself: nothing to verify
+			}
 			_, err := rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				for _, w := range t.writes {
 					w(p)
 				}
-				exec(ctx, p)
+				if exec != nil {
+					exec(ctx, p)
+				} else {
+					p.Get(ctx, r.kVersion) // EXEC fails if a write committed during the reads
+				}
 				return nil
 			})
+			if errors.Is(err, redis.Nil) {
+				return nil // a GET of a missing key; the EXEC itself succeeded
+			}
 			return err
 		}, r.kVersion)
 		switch {
@@ -154,9 +182,64 @@ func (r *redisBackend) watched(caller context.Context, fn func(t *redisTx) error
 }
 
 func (r *redisBackend) view(ctx context.Context, fn func(tx) error) error {
-	return r.watched(ctx, func(t *redisTx) error { return fn(t) }, func(ctx context.Context, p redis.Pipeliner) {
-		p.Get(ctx, r.kVersion) // EXEC fails if a write committed during the reads
-	})
+	return r.watched(ctx, func(t *redisTx) error { return fn(t) }, nil)
+}
+
+// loadAll reads the whole data set in one MULTI/EXEC, which Redis runs atomically, so
+// concurrent writes never make it retry (a WATCHed read could starve under a stream of
+// writes). The keys to read depend on the account list, read just before; the EXEC
+// reads it again and a changed list (an account created in between) means another try.
+func (r *redisBackend) loadAll(caller context.Context) (*rawSet, error) {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		ids, err := r.c.HKeys(ctx, r.kAccounts).Result()
+		if err != nil {
+			return nil, r.classify(caller, err)
+		}
+		slices.Sort(ids)
+		var (
+			ver, ep *redis.StringCmd
+			em      *redis.IntCmd
+			accs    *redis.StringSliceCmd
+			vals    = make(map[kind][]*redis.StringSliceCmd, len(objectKinds))
+		)
+		_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			ver, ep, em = p.Get(ctx, r.kVersion), p.Get(ctx, r.kEpoch), p.Exists(ctx, r.kEmptied)
+			accs = p.HKeys(ctx, r.kAccounts)
+			for _, k := range objectKinds {
+				for _, id := range ids {
+					vals[k] = append(vals[k], p.HVals(ctx, r.objKey(k, id)))
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, r.classify(caller, err)
+		}
+		now := accs.Val()
+		slices.Sort(now)
+		if !slices.Equal(ids, now) {
+			if attempt == redisAttempts {
+				return nil, errWriteRace
+			}
+			continue
+		}
+		rs := &rawSet{epoch: ep.Val(), emptied: em.Val() > 0, objs: make(map[kind][][]byte, len(objectKinds))}
+		if ver.Err() == nil {
+			if rs.version, err = ver.Uint64(); err != nil {
+				return nil, fmt.Errorf("store: redis: %s: %w", r.kVersion, err)
+			}
+		}
+		for k, cmds := range vals {
+			for _, c := range cmds {
+				for _, v := range c.Val() {
+					rs.objs[k] = append(rs.objs[k], []byte(v))
+				}
+			}
+		}
+		return rs, nil
+	}
 }
 
 func (r *redisBackend) update(ctx context.Context, fn func(tx) error) (uint64, error) {
@@ -193,21 +276,23 @@ func (r *redisBackend) publish(caller context.Context, v uint64) error {
 // subscribe subscribes to the change channel and waits for the confirmation. Then a
 // goroutine pokes p with every announced version, and asks for a full reload whenever
 // go-redis re-subscribes after a reconnect (messages may have been lost meanwhile).
-func (r *redisBackend) subscribe(ctx context.Context, p *pokes) error {
+func (r *redisBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{}, error) {
 	ps := r.c.Subscribe(ctx, r.kChannel)
 	rctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	msg, err := ps.Receive(rctx)
 	if err != nil {
 		_ = ps.Close()
-		return r.classify(ctx, fmt.Errorf("subscribe %s: %w", r.kChannel, err))
+		return nil, r.classify(ctx, fmt.Errorf("subscribe %s: %w", r.kChannel, err))
 	}
 	if _, ok := msg.(*redis.Subscription); !ok {
 		_ = ps.Close()
-		return fmt.Errorf("store: redis: subscribe %s: unexpected reply %T", r.kChannel, msg)
+		return nil, fmt.Errorf("store: redis: subscribe %s: unexpected reply %T", r.kChannel, msg)
 	}
 	ch := ps.ChannelWithSubscriptions()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer func() { _ = ps.Close() }()
 		for {
 			select {
@@ -230,7 +315,7 @@ func (r *redisBackend) subscribe(ctx context.Context, p *pokes) error {
 			}
 		}
 	}()
-	return nil
+	return done, nil
 }
 
 func (r *redisBackend) incremental() bool { return false }
@@ -244,11 +329,13 @@ type redisTx struct {
 	r      *redisBackend
 	c      *redis.Tx
 	writes []func(redis.Pipeliner)
+	reads  int // read commands (or pipelines) issued
 }
 
 func (t *redisTx) fail(err error) error { return t.r.classify(t.caller, err) }
 
 func (t *redisTx) hget(key, field string) ([]byte, error) {
+	t.reads++
 	v, err := t.c.HGet(t.ctx, key, field).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
@@ -279,6 +366,7 @@ func (t *redisTx) del(k kind, account, id string) error {
 }
 
 func (t *redisTx) list(k kind, account string) ([][]byte, error) {
+	t.reads++
 	vals, err := t.c.HVals(t.ctx, t.r.objKey(k, account)).Result()
 	if err != nil {
 		return nil, t.fail(err)
@@ -292,6 +380,7 @@ func (t *redisTx) list(k kind, account string) ([][]byte, error) {
 
 // accountIDs lists the auth_ids; objects live only in existing accounts.
 func (t *redisTx) accountIDs() ([]string, error) {
+	t.reads++
 	ids, err := t.c.HKeys(t.ctx, t.r.kAccounts).Result()
 	if err != nil {
 		return nil, t.fail(err)
@@ -299,34 +388,12 @@ func (t *redisTx) accountIDs() ([]string, error) {
 	return ids, nil
 }
 
-func (t *redisTx) listAll(k kind) ([][]byte, error) {
-	ids, err := t.accountIDs()
-	if err != nil {
-		return nil, err
-	}
-	cmds := make([]*redis.StringSliceCmd, len(ids))
-	if _, err := t.c.Pipelined(t.ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.HVals(t.ctx, t.r.objKey(k, id))
-		}
-		return nil
-	}); err != nil {
-		return nil, t.fail(err)
-	}
-	var out [][]byte
-	for _, c := range cmds {
-		for _, v := range c.Val() {
-			out = append(out, []byte(v))
-		}
-	}
-	return out, nil
-}
-
 func (t *redisTx) countAll(int) (int, error) {
 	ids, err := t.accountIDs()
 	if err != nil {
 		return 0, err
 	}
+	t.reads++
 	var cmds []*redis.IntCmd
 	if _, err := t.c.Pipelined(t.ctx, func(p redis.Pipeliner) error {
 		for _, id := range ids {
@@ -352,6 +419,7 @@ func (t *redisTx) putAccount(authID string, v []byte) error {
 }
 
 func (t *redisTx) accounts() ([][]byte, error) {
+	t.reads++
 	vals, err := t.c.HVals(t.ctx, t.r.kAccounts).Result()
 	if err != nil {
 		return nil, t.fail(err)
@@ -378,39 +446,9 @@ func (t *redisTx) delIndex(name, key string) error {
 	return t.queue(func(p redis.Pipeliner) { p.HDel(t.ctx, k, key) })
 }
 
-func (t *redisTx) emptied() (bool, error) {
-	n, err := t.c.Exists(t.ctx, t.r.kEmptied).Result()
-	if err != nil {
-		return false, t.fail(err)
-	}
-	return n > 0, nil
-}
-
 func (t *redisTx) setEmptied(on bool) error {
 	if on {
 		return t.queue(func(p redis.Pipeliner) { p.Set(t.ctx, t.r.kEmptied, "1", 0) })
 	}
 	return t.queue(func(p redis.Pipeliner) { p.Del(t.ctx, t.r.kEmptied) })
-}
-
-func (t *redisTx) epoch() (string, error) {
-	v, err := t.c.Get(t.ctx, t.r.kEpoch).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", nil
-	}
-	if err != nil {
-		return "", t.fail(err)
-	}
-	return v, nil
-}
-
-func (t *redisTx) version() (uint64, error) {
-	v, err := t.c.Get(t.ctx, t.r.kVersion).Uint64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, t.fail(err)
-	}
-	return v, nil
 }

@@ -52,7 +52,7 @@ func newStore(b backend, o options) (*Store, error) {
 	}
 	s := &Store{
 		b:      b,
-		log:    o.log.With().Str("component", "store").Logger(),
+		log:    o.log,
 		now:    o.now,
 		resync: o.resync,
 		m:      m,
@@ -145,22 +145,10 @@ func listObjs[T any](t tx, k kind, account string) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]T, 0, len(raws))
-	for _, raw := range raws {
-		v, err := decode[T](raw, k)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
+	return decodeAll[T](raws, k)
 }
 
-func listAllObjs[T any](t tx, k kind) ([]T, error) {
-	raws, err := t.listAll(k)
-	if err != nil {
-		return nil, err
-	}
+func decodeAll[T any](raws [][]byte, k kind) ([]T, error) {
 	out := make([]T, 0, len(raws))
 	for _, raw := range raws {
 		v, err := decode[T](raw, k)
@@ -804,37 +792,24 @@ func (s *Store) Load(ctx context.Context) (*acl.Dataset, error) {
 }
 
 func (s *Store) load(ctx context.Context) (*acl.Dataset, string, error) {
-	var (
-		ds    acl.Dataset
-		epoch string
-	)
-	err := s.read(ctx, func(t tx) error {
-		var err error
-		if ds.Version, err = t.version(); err != nil {
-			return err
-		}
-		if ds.Emptied, err = t.emptied(); err != nil {
-			return err
-		}
-		if epoch, err = t.epoch(); err != nil {
-			return err
-		}
-		if ds.ACLs, err = listAllObjs[acl.IPACL](t, kindACL); err != nil {
-			return err
-		}
-		if ds.Credentials, err = listAllObjs[acl.Credential](t, kindCredential); err != nil {
-			return err
-		}
-		ds.Trunks, err = listAllObjs[acl.Trunk](t, kindTrunk)
-		return err
-	})
+	rs, err := s.b.loadAll(ctx)
 	if err != nil {
+		return nil, "", err
+	}
+	ds := &acl.Dataset{Version: rs.version, Emptied: rs.emptied}
+	if ds.ACLs, err = decodeAll[acl.IPACL](rs.objs[kindACL], kindACL); err != nil {
+		return nil, "", err
+	}
+	if ds.Credentials, err = decodeAll[acl.Credential](rs.objs[kindCredential], kindCredential); err != nil {
+		return nil, "", err
+	}
+	if ds.Trunks, err = decodeAll[acl.Trunk](rs.objs[kindTrunk], kindTrunk); err != nil {
 		return nil, "", err
 	}
 	sortByAccount(ds.ACLs, func(a *acl.IPACL) string { return a.Account }, aclKey)
 	sortByAccount(ds.Credentials, func(c *acl.Credential) string { return c.Account }, credKey)
 	sortByAccount(ds.Trunks, func(tr *acl.Trunk) string { return tr.Account }, trunkKey)
-	return &ds, epoch, nil
+	return ds, rs.epoch, nil
 }
 
 func sortByAccount[T any](objs []T, account func(*T) string, key func(*T) (time.Time, string)) {

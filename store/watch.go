@@ -83,13 +83,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (w *watcher) run(ctx context.Context) error {
+func (w *watcher) run(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	bo := backoff{limit: max(w.s.resync, retryMin)}
 	// Subscribe first: a change committed after the confirmation is announced, one
 	// committed before it is in the load that follows.
 	for {
-		err := w.s.b.subscribe(ctx, w.p)
+		done, err := w.s.b.subscribe(ctx, w.p)
 		if err == nil {
+			defer func() { cancel(); <-done }()
 			break
 		}
 		if ctx.Err() != nil {

@@ -52,6 +52,12 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	if err != nil {
 		return fmt.Errorf("bootstrap account: %w", err)
 	}
+	if created && cfg.Secrets.AuthID == "" {
+		// Bootstrap generated the auth_id too: it is the store's only account.
+		if accts, err := st.Accounts(ctx); err == nil && len(accts) == 1 {
+			cfg.Secrets.AuthID = accts[0].AuthID
+		}
+	}
 
 	nonceKey, err := nonceKey(cfg, log)
 	if err != nil {
@@ -83,13 +89,17 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return fmt.Errorf("sip: %w", err)
 	}
 
-	api := control.New(control.Config{
+	apiCfg := control.Config{
 		SIPDomain:  cfg.SIPDomain,
 		Realm:      cfg.SIPRealm,
 		AdminToken: cfg.Secrets.AdminToken,
-		Logger:     log.With().Str("component", "control").Logger(),
+		Logger:     log,
 		Registerer: reg,
-	}, st)
+	}
+	if err := apiCfg.Validate(); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	api := control.New(apiCfg, st)
 
 	ops := &opsHandler{cfg: cfg, holder: &holder, store: st, sip: sipSrv, started: time.Now()}
 	mux := http.NewServeMux()
@@ -112,10 +122,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := st.Watch(gctx, func(s *acl.Snapshot) {
-			holder.Store(s)
-			log.Info().Uint64("snapshot_version", s.Version()).Msg("snapshot applied")
-		})
+		err := st.Watch(gctx, holder.Store)
 		if gctx.Err() != nil {
 			return nil
 		}

@@ -22,8 +22,7 @@ import (
 	"github.com/sipedge/sipedge/store"
 )
 
-// Open returns a fresh, empty store; the suite closes it through t.Cleanup if the
-// opener registered that, else not at all.
+// Open returns a fresh, empty store. Closing it is the opener's job (t.Cleanup).
 type Open func(t *testing.T) *store.Store
 
 // Reopen closes old and opens the same data set again (a process restart).

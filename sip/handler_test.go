@@ -1,0 +1,386 @@
+package sip
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/siptest"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/acl"
+)
+
+// newUnitServer builds a server that is not listening, for handler tests with siptest
+// recorders: it behaves as if bound to 127.0.0.1:5060.
+func newUnitServer(t *testing.T, cfg Config, pol func() Policy) *Server {
+	t.Helper()
+	s, err := New(cfg, pol)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); s.ua.Close() })
+	s.runCtx = ctx
+	s.addr = ap("127.0.0.1:5060")
+	s.adv = advertised{host: "127.0.0.1", port: 5060}
+	return s
+}
+
+// deadUDPPort returns a loopback UDP address nothing listens on.
+func deadUDPPort(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.LocalAddr().String()
+	c.Close()
+	return addr
+}
+
+// serve runs one request through the handler and returns what the edge answered.
+func serve(t *testing.T, s *Server, raw []byte, src string) []*sipmsg.Response {
+	t.Helper()
+	req := parseReq(t, raw, src)
+	rec := siptest.NewServerTxRecorder(req)
+	s.handle(req, rec)
+	return rec.Result()
+}
+
+func lastCode(t *testing.T, res []*sipmsg.Response) *sipmsg.Response {
+	t.Helper()
+	if len(res) == 0 {
+		t.Fatal("no response")
+	}
+	return res[len(res)-1]
+}
+
+func headerValues(res *sipmsg.Response, name string) []string {
+	var out []string
+	for _, h := range res.GetHeaders(name) {
+		out = append(out, h.Value())
+	}
+	return out
+}
+
+func TestHandlerVerdicts(t *testing.T) {
+	logs := &syncBuffer{}
+	reg := prometheus.NewRegistry()
+	cfg := baseConfig()
+	cfg.UpstreamTimeout = 300 * time.Millisecond
+	cfg.Logger = zerolog.New(logs)
+	cfg.Registerer = reg
+	cfg.Upstream = "sip:" + deadUDPPort(t)
+	snap := mustCompile(t, testDataset(""))
+	s := newUnitServer(t, cfg, policyOf(snap))
+	unlisted, listed := "127.0.0.9:5099", "127.0.0.2:5099"
+
+	t.Run("challenge", func(t *testing.T) {
+		res := lastCode(t, serve(t, s, rawRequest("INVITE", "sip:service@127.0.0.1:5060", "User-Agent: probe"), unlisted))
+		if res.StatusCode != 407 || res.Reason != "Proxy Authentication Required" {
+			t.Fatalf("got %d %s", res.StatusCode, res.Reason)
+		}
+		ch := headerValues(res, "Proxy-Authenticate")
+		if len(ch) != 2 || !strings.Contains(ch[0], "algorithm=MD5") || !strings.Contains(ch[1], "algorithm=SHA-256") {
+			t.Fatalf("challenges %q: want MD5 then SHA-256", ch)
+		}
+		for _, c := range ch {
+			if !strings.Contains(c, `qop="auth"`) || !strings.Contains(c, `realm="sipedge"`) || strings.Contains(c, "stale") {
+				t.Fatalf("challenge %q", c)
+			}
+		}
+		if sv := headerValues(res, "Server"); len(sv) != 1 || sv[0] != "sipedge" {
+			t.Fatalf("Server header %q", sv)
+		}
+	})
+
+	t.Run("stale", func(t *testing.T) {
+		old := newAuthenticator(testRealm, time.Second, testKey)
+		old.now = func() time.Time { return time.Now().Add(-time.Minute) }
+		pa := digestFor(t, old, aa("127.0.0.9"), acl.DigestMD5, testUser, testPassword, 1)
+		res := lastCode(t, serve(t, s, rawRequest("INVITE", "sip:service@127.0.0.1:5060", pa), unlisted))
+		ch := headerValues(res, "Proxy-Authenticate")
+		if res.StatusCode != 407 || len(ch) != 2 || !strings.Contains(ch[0], "stale=true") {
+			t.Fatalf("got %d %q", res.StatusCode, ch)
+		}
+	})
+
+	// Wrong password and unknown user: the same answer, byte for byte apart from tags.
+	var shapes []string
+	for _, tc := range []struct{ name, user, pass string }{
+		{"wrong password", testUser, "nope"},
+		{"unknown user", "mallory", testPassword},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pa := digestFor(t, s.auth, aa("127.0.0.9"), acl.DigestMD5, tc.user, tc.pass, 1)
+			res := lastCode(t, serve(t, s, rawRequest("INVITE", "sip:service@127.0.0.1:5060", pa), unlisted))
+			if res.StatusCode != 403 || res.Reason != "Forbidden" || len(res.Body()) != 0 {
+				t.Fatalf("got %d %s", res.StatusCode, res.Reason)
+			}
+			shapes = append(shapes, responseShape(res))
+		})
+	}
+	if len(shapes) == 2 && shapes[0] != shapes[1] {
+		t.Fatalf("wrong password and unknown user answered differently:\n%s\n%s", shapes[0], shapes[1])
+	}
+
+	for _, tc := range []struct {
+		name   string
+		raw    []byte
+		src    string
+		code   int
+		reason string
+		header string // a header the response must carry
+	}{
+		{"disabled trunk", rawRequest("INVITE", "sip:1@t2.example.org"), listed, 403, "Forbidden", ""},
+		{"no credential", rawRequest("INVITE", "sip:1@t3.example.org"), unlisted, 403, "Forbidden", ""},
+		{"malformed", dropLine(rawRequest("INVITE", "sip:1@t1.example.org"), "Max-Forwards"), listed, 400, "Missing or Repeated Max-Forwards", ""},
+		{"too many hops", mfZero(rawRequest("INVITE", "sip:1@t1.example.org")), listed, 483, "Too Many Hops", ""},
+		{"options", rawRequest("OPTIONS", "sip:127.0.0.1:5060"), unlisted, 200, "OK", "Allow"},
+		{"register", rawRequest("REGISTER", "sip:127.0.0.1:5060"), unlisted, 405, "Method Not Allowed", "Allow"},
+		{"subscribe", rawRequest("SUBSCRIBE", "sip:127.0.0.1:5060"), unlisted, 405, "Method Not Allowed", "Allow"},
+		{"bye outside a dialog", rawRequest("BYE", "sip:127.0.0.1:5060"), unlisted, 481, "Call/Transaction Does Not Exist", ""},
+		{"cancel matching nothing", rawRequest("CANCEL", "sip:127.0.0.1:5060"), unlisted, 481, "Call/Transaction Does Not Exist", ""},
+		{"in-dialog without our route", replace(rawRequest("BYE", "sip:pbx@192.0.2.7"), "To: <sip:pbx@192.0.2.7>", "To: <sip:pbx@192.0.2.7>;tag=x"), unlisted, 403, "Forbidden", ""},
+		{"in-dialog with a forged route token", replace(rawRequest("BYE", "sip:pbx@192.0.2.7", "Route: <sip:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@127.0.0.1:5060;lr>"), "To: <sip:pbx@192.0.2.7>", "To: <sip:pbx@192.0.2.7>;tag=x"), unlisted, 403, "Forbidden", ""},
+		{"allowed, upstream silent", rawRequest("INVITE", "sip:1@t1.example.org"), listed, 408, "Request Timeout", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := lastCode(t, serve(t, s, tc.raw, tc.src))
+			if res.StatusCode != tc.code || res.Reason != tc.reason {
+				t.Fatalf("got %d %q, want %d %q", res.StatusCode, res.Reason, tc.code, tc.reason)
+			}
+			if tc.header != "" && len(res.GetHeaders(tc.header)) == 0 {
+				t.Fatalf("no %s header", tc.header)
+			}
+		})
+	}
+
+	t.Run("security log", func(t *testing.T) {
+		var found bool
+		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			if m["event"] == "sip_denied" && m["verdict"] == "auth_failed" && m["user"] == "mallory" {
+				found = true
+				if m["level"] != "warn" || m["src"] != unlisted || m["call_id"] == "" || m["trunk"] != "" {
+					t.Fatalf("denied line %v", m)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("no sip_denied line for the unknown user in:\n%s", logs.String())
+		}
+		for _, secret := range []string{testPassword, "response=", "nope"} {
+			if strings.Contains(logs.String(), secret) {
+				t.Fatalf("log contains %q", secret)
+			}
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		for _, tc := range []struct {
+			labels []string
+			want   float64
+		}{
+			{[]string{"none", "challenge", "udp"}, 1},
+			{[]string{"none", "stale", "udp"}, 1},
+			{[]string{"none", "auth_failed", "udp"}, 2},
+			{[]string{"t2", "trunk_disabled", "udp"}, 1},
+			{[]string{"t3", "no_credential", "udp"}, 1},
+			{[]string{"t1", "allow_ip", "udp"}, 1},
+		} {
+			if got := counterValue(t, s.m.invites.WithLabelValues(tc.labels...)); got != tc.want {
+				t.Errorf("invites%v = %v, want %v", tc.labels, got, tc.want)
+			}
+		}
+		if got := counterValue(t, s.m.digest.WithLabelValues("failed")); got != 2 {
+			t.Errorf("digest failed = %v", got)
+		}
+		if got := counterValue(t, s.m.upstream.WithLabelValues("timeout")); got != 1 {
+			t.Errorf("upstream timeout = %v", got)
+		}
+		if got := counterValue(t, s.m.dropped.WithLabelValues(dropBadRoute)); got != 2 {
+			t.Errorf("dropped bad_route = %v", got)
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := map[string]bool{}
+		for _, mf := range mfs {
+			names[mf.GetName()] = true
+		}
+		for _, n := range []string{"sipedge_sip_invites_total", "sipedge_sip_digest_total", "sipedge_sip_requests_total",
+			"sipedge_sip_active_dialogs", "sipedge_sip_upstream_responses_total", "sipedge_sip_decision_seconds",
+			"sipedge_sip_dropped_total"} {
+			if !names[n] {
+				t.Errorf("metric %s not exported", n)
+			}
+		}
+	})
+}
+
+// responseShape is a response without the parts that differ per request (tags, branch,
+// Call-ID): what a prober could compare.
+func responseShape(res *sipmsg.Response) string {
+	var b strings.Builder
+	b.WriteString(res.StartLine())
+	for _, h := range res.Headers() {
+		switch h.Name() {
+		case "Via", "From", "To", "Call-ID":
+			b.WriteString("\n" + h.Name())
+		default:
+			b.WriteString("\n" + h.String())
+		}
+	}
+	b.Write(res.Body())
+	return b.String()
+}
+
+func TestHandlerNotReadyDrainingOverload(t *testing.T) {
+	var pol Policy // nil until "loaded"
+	cfg := baseConfig()
+	cfg.RetryAfter = 7 * time.Second
+	s := newUnitServer(t, cfg, func() Policy { return pol })
+	invite := func() *sipmsg.Response {
+		return lastCode(t, serve(t, s, rawRequest("INVITE", "sip:1@t1.example.org"), "127.0.0.2:5060"))
+	}
+	check := func(name string, res *sipmsg.Response, code int) {
+		t.Helper()
+		if res.StatusCode != code {
+			t.Fatalf("%s: got %d, want %d", name, res.StatusCode, code)
+		}
+		if code == 503 {
+			if ra := headerValues(res, "Retry-After"); len(ra) != 1 || ra[0] != "7" {
+				t.Fatalf("%s: Retry-After %q", name, ra)
+			}
+		}
+	}
+	check("not ready", invite(), 503)
+	check("options not ready", lastCode(t, serve(t, s, rawRequest("OPTIONS", "sip:127.0.0.1"), "127.0.0.2:5060")), 503)
+
+	pol = mustCompile(t, testDataset("sip:"+deadUDPPort(t)))
+	check("ready: disabled trunk", lastCode(t, serve(t, s, rawRequest("INVITE", "sip:1@t2.example.org"), "127.0.0.2:5060")), 403)
+
+	s.pending.Store(int64(s.cfg.MaxPendingTransactions))
+	check("overload", invite(), 503)
+	s.pending.Store(0)
+
+	s.Drain()
+	check("draining", invite(), 503)
+	check("options draining", lastCode(t, serve(t, s, rawRequest("OPTIONS", "sip:127.0.0.1"), "127.0.0.2:5060")), 503)
+}
+
+func TestHandlerBadSourceDropped(t *testing.T) {
+	s := newUnitServer(t, baseConfig(), policyOf(mustCompile(t, testDataset(""))))
+	for _, src := range []string{"", "not-an-address", "127.0.0.2"} {
+		req := parseReq(t, rawRequest("INVITE", "sip:1@t1.example.org"), src)
+		rec := siptest.NewServerTxRecorder(req)
+		s.handle(req, rec)
+		if r := rec.Result(); len(r) != 0 {
+			t.Fatalf("source %q: answered %d, want a silent drop", src, r[0].StatusCode)
+		}
+	}
+}
+
+func TestPeerAddrNeverUsesVia(t *testing.T) {
+	req := parseReq(t, spoofed(rawRequest("INVITE", "sip:1@t1.example.org")), "")
+	if _, err := peerAddr(req); err == nil {
+		t.Fatal("peerAddr fell back to a header")
+	}
+	req.SetSource("[::ffff:127.0.0.9]:5060")
+	got, err := peerAddr(req)
+	if err != nil || got != netip.AddrPortFrom(aa("127.0.0.9"), 5060) {
+		t.Fatalf("peerAddr = %v, %v; want unmapped 127.0.0.9:5060", got, err)
+	}
+}
+
+func TestReadFilter(t *testing.T) {
+	s := newUnitServer(t, baseConfig(), policyOf(nil))
+	udp := sipmsg.TransportReadProps{Transport: "UDP"}
+	for _, tc := range []struct {
+		data string
+		keep bool
+	}{
+		{"INVITE sip:a@b SIP/2.0\r\n", true},
+		{"SIP/2.0 200 OK\r\nVia: x\r\n", true},
+		{"X-CUSTOM sip:a@b SIP/2.0\r\n", true},
+		{"\r\n\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: x\r\n", true}, // looks like a request line; sipgo's parser decides
+		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", false},
+		{"hello", false},
+		{strings.Repeat("A", 64), false},
+	} {
+		out, err := s.readFilter(udp, []byte(tc.data))
+		if err != nil {
+			t.Fatalf("%q: filter returned an error (would stop the UDP listener)", tc.data)
+		}
+		if (out != nil) != tc.keep {
+			t.Errorf("%q: kept=%v, want %v", tc.data, out != nil, tc.keep)
+		}
+	}
+	// TCP chunks pass untouched whatever they hold.
+	if out, _ := s.readFilter(sipmsg.TransportReadProps{Transport: "TCP"}, []byte("\r\n")); string(out) != "\r\n" {
+		t.Fatal("TCP data filtered")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		ok   bool
+	}{
+		{"defaults with key", func(*Config) {}, true},
+		{"short key", func(c *Config) { c.NonceKey = []byte("short") }, false},
+		{"bad algorithm", func(c *Config) { c.DigestAlgorithms = []string{"SHA-512"} }, false},
+		{"repeated algorithm", func(c *Config) { c.DigestAlgorithms = []string{"MD5", "md5"} }, false},
+		{"sha first", func(c *Config) { c.DigestAlgorithms = []string{"sha-256", "MD5"} }, true},
+		{"listen name", func(c *Config) { c.Listen = "localhost:5060" }, false},
+		{"listen v6", func(c *Config) { c.Listen = "[::1]:0" }, true},
+		{"advertise wildcard", func(c *Config) { c.Advertise = "0.0.0.0" }, false},
+		{"advertise name", func(c *Config) { c.Advertise = "sbc.example.org:5070" }, true},
+		{"advertise crlf", func(c *Config) { c.Advertise = "a\r\nb" }, false},
+		{"upstream tls", func(c *Config) { c.Upstream = "sips:core.example.org" }, false},
+		{"upstream sctp", func(c *Config) { c.Upstream = "sip:core.example.org;transport=sctp" }, false},
+		{"upstream tcp", func(c *Config) { c.Upstream = "sip:core.example.org:5080;transport=tcp" }, true},
+		{"realm with quote", func(c *Config) { c.Realm = `a"b` }, false},
+		{"user agent crlf", func(c *Config) { c.UserAgent = "x\r\nX-Evil: 1" }, false},
+		{"no server header", func(c *Config) { c.UserAgent = "-" }, true},
+		{"huge messages", func(c *Config) { c.MaxMessageBytes = 1 << 20 }, false},
+		{"retry after", func(c *Config) { c.RetryAfter = time.Millisecond }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{NonceKey: testKey}
+			tc.mod(&c)
+			if err := c.Validate(); (err == nil) != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+	if _, err := New(Config{NonceKey: testKey}, nil); err == nil {
+		t.Fatal("New accepted a nil policy func")
+	}
+}
+
+// counterValue reads a counter (prometheus' testutil needs a module this repo does not
+// carry).
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
