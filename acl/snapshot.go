@@ -557,7 +557,7 @@ func (s *Snapshot) TrunkByDomain(host string) (TrunkID, bool) {
 			return "", false
 		}
 	}
-	return s.trunks[i].ID, true
+	return s.ids[i], true
 }
 
 func hasUpperASCII(s string) bool {
