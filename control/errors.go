@@ -136,20 +136,26 @@ func (c *call) version(v uint64) {
 }
 
 // done answers a successful write: status, X-Sipedge-Version and a body of api_id,
-// message, the object's id under idField and any validation warnings.
+// message, the object's id under idField and any validation warnings; with ?wait=all it
+// first waits for the cluster (see [call.awaitPropagation]) and adds "propagation".
 func (c *call) done(status int, v uint64, message, idField, id string, warnings []string) error {
 	c.version(v)
 	body := map[string]any{"api_id": c.apiID, "message": message, idField: id}
 	if len(warnings) > 0 {
 		body["warnings"] = warnings
 	}
+	if p := c.awaitPropagation(v); p != "" {
+		body["propagation"] = p
+	}
 	c.writeJSON(status, body)
 	return nil
 }
 
-// noContent answers a successful delete: 204 with X-Sipedge-Version.
+// noContent answers a successful delete: 204 with X-Sipedge-Version (and, with
+// ?wait=all, the propagation headers: a 204 has no body).
 func (c *call) noContent(v uint64) error {
 	c.version(v)
+	c.awaitPropagation(v)
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }

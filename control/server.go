@@ -99,6 +99,7 @@ type Server struct {
 	routes   []route
 	patterns map[string]string // mux pattern → route label (the documented path)
 	adminSum [32]byte          // SHA-256 of Config.AdminToken, compared in constant time
+	cluster  Cluster           // node registry of /v1/Cluster/ and ?wait=all; nil: not configured
 }
 
 // New builds the API over st. Call [Config.Validate] first to reject bad configuration.
@@ -134,7 +135,7 @@ func New(cfg Config, st store.API, opts ...Option) *Server {
 	s.mux = http.NewServeMux()
 	s.patterns = make(map[string]string, 2*len(s.routes))
 	for _, rt := range s.routes {
-		h := s.wrap(rt)
+		h := s.wrap(s.withWait(rt))
 		for _, p := range muxPatterns(rt) {
 			s.mux.Handle(p, h)
 			s.patterns[p] = rt.path
@@ -151,9 +152,10 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 type authKind uint8
 
 const (
-	authNone    authKind = iota // public (the OpenAPI document)
-	authAccount                 // HTTP basic auth_id:auth_token matching the path's auth_id
-	authAdmin                   // Bearer Config.AdminToken
+	authNone       authKind = iota // public (the OpenAPI document)
+	authAccount                    // HTTP basic auth_id:auth_token matching the path's auth_id
+	authAdmin                      // Bearer Config.AdminToken
+	authAnyAccount                 // HTTP basic auth of any account (or the admin bearer token)
 )
 
 // route is one documented method+path. Paths ending in "/" are also served without the
@@ -216,6 +218,9 @@ func (s *Server) table() []route {
 		{http.MethodGet, trunk, authAccount, s.getTrunk},
 		{http.MethodPost, trunk, authAccount, s.updateTrunk},
 		{http.MethodDelete, trunk, authAccount, s.deleteTrunk},
+
+		{http.MethodGet, clusterPath, authAnyAccount, s.clusterNodes},
+		{http.MethodGet, clusterPath + "Version/{version}/", authAnyAccount, s.clusterVersion},
 	}
 	if s.cfg.AdminToken != "" {
 		rs = append(rs,
@@ -233,7 +238,8 @@ type call struct {
 	w       *statusWriter
 	r       *http.Request
 	apiID   string
-	account string // authenticated auth_id (account routes only)
+	account string    // authenticated auth_id (account routes only)
+	wait    *waitSpec // ?wait=all of a write; nil: answer without waiting
 }
 
 type callKey struct{}
@@ -307,6 +313,8 @@ func (s *Server) wrap(rt route) http.Handler {
 			err = s.authAccount(c)
 		case authAdmin:
 			err = s.authAdmin(c)
+		case authAnyAccount:
+			err = s.authAnyAccount(c)
 		}
 		if err == nil {
 			err = rt.h(c)

@@ -127,8 +127,14 @@ type Config struct {
 	// Default 5 s.
 	RetryAfter time.Duration
 
-	// Logger receives the edge's own log lines (component "sip").
+	// Logger receives the edge's own log lines; the caller names the component
+	// (log.With().Str("component", "sip")). The zero value logs nothing.
 	Logger zerolog.Logger
+
+	// SlogLogger, when set, receives sipgo's own logging (transport and transaction
+	// layers). Keep it at Warn or above: below that sipgo logs per packet. Nil leaves
+	// sipgo on its default logger (sip.SetDefaultLogger). [WithSIPLogger] overrides it.
+	SlogLogger *slog.Logger
 
 	// Registerer, when set, receives the sipedge_sip_* metrics.
 	Registerer prometheus.Registerer
@@ -142,9 +148,8 @@ type options struct {
 	resolver *net.Resolver
 }
 
-// WithSIPLogger routes sipgo's own logging (transport and transaction layers) to l.
-// Without it sipgo uses its default logger (set it with sipgo's sip.SetDefaultLogger).
-// Keep it at Warn or above: below that sipgo logs per packet.
+// WithSIPLogger routes sipgo's own logging (transport and transaction layers) to l, like
+// [Config.SlogLogger].
 func WithSIPLogger(l *slog.Logger) Option { return func(o *options) { o.slog = l } }
 
 // WithResolver sets the resolver for upstream host names (default net.DefaultResolver).

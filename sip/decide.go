@@ -34,6 +34,7 @@ type decision struct {
 	algs    []string         // challenge order for a 407
 	reason  string           // reason phrase of a 400
 	digest  digestResult
+	version uint64 // policy version judged against (0: none)
 }
 
 func (d *decision) trunkID() acl.TrunkID {
@@ -48,7 +49,7 @@ func (d *decision) trunkID() acl.TrunkID {
 //  1. malformed → 400; Max-Forwards 0 → 483; no policy yet → 503;
 //  2. trunk = the trunk whose domain is the Request-URI host, else the single enabled
 //     trunk whose ACL holds src;
-//  3. disabled trunk → 403; src in the trunk's ACL → allow (ip);
+//  3. disabled (or inbound-only) trunk → 403; src in the trunk's ACL → allow (ip);
 //  4. a trunk without a credential → 403; otherwise a valid Proxy-Authorization for the
 //     trunk's credential (or, with no trunk, for the credential it names) → allow (digest);
 //  5. else 407 with fresh challenges (stale=true for a right answer to an expired nonce),
@@ -77,10 +78,10 @@ func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authentic
 		trunk, _ = pol.Trunk(id)
 	}
 
-	d := decision{trunk: trunk, algs: defaultAlgs}
+	d := decision{trunk: trunk, algs: defaultAlgs, version: pol.Version()}
 	creds := credentialSource{policy: pol}
 	if trunk != nil {
-		if !trunk.Enabled {
+		if !usable(trunk) {
 			d.verdict = acl.VerdictTrunkDisabled
 			return d
 		}
@@ -114,6 +115,12 @@ func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authentic
 		d.verdict = acl.VerdictChallenge
 	}
 	return d
+}
+
+// usable reports whether calls from a PBX may use the trunk: it is enabled and relays
+// outbound (PBX → edge → upstream); an unset direction counts as outbound.
+func usable(t *acl.TrunkPolicy) bool {
+	return t.Enabled && (t.Direction == "" || t.Direction == acl.DirectionOutbound)
 }
 
 // isNilPolicy reports "no snapshot yet": a nil interface, or a nil *acl.Snapshot wrapped

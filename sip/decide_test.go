@@ -140,6 +140,11 @@ func TestDecide(t *testing.T) {
 		{name: "tel uri", pol: snap, src: listed, raw: rawRequest("INVITE", "tel:+4930123"), verdict: acl.VerdictMalformed, reason: "Unsupported URI Scheme"},
 		{name: "sip version", pol: snap, src: listed, raw: replace(rawRequest("INVITE", "sip:100@t1.example.org"), "SIP/2.0\r\nVia", "SIP/3.0\r\nVia"), verdict: acl.VerdictMalformed, reason: "Unsupported SIP Version"},
 		{name: "duplicate call-id", pol: snap, src: listed, raw: rawRequest("INVITE", "sip:100@t1.example.org", "Call-ID: second"), verdict: acl.VerdictMalformed, reason: "Missing or Repeated Call-ID"},
+		{name: "inbound-only trunk", pol: &fakePolicy{
+			domains: map[string]acl.TrunkID{"in.example.org": "in"},
+			sources: map[netip.Addr]acl.TrunkID{listed: "in"},
+			trunks:  map[acl.TrunkID]*acl.TrunkPolicy{"in": {ID: "in", Enabled: true, HasACL: true, Direction: acl.DirectionInbound}}},
+			src: listed, raw: rawRequest("INVITE", "sip:1@in.example.org"), verdict: acl.VerdictTrunkDisabled, trunk: "in"},
 		{name: "fake: domain names a trunk the policy lacks", pol: &fakePolicy{domains: map[string]acl.TrunkID{"ghost.example.org": "ghost"}},
 			src: listed, raw: rawRequest("INVITE", "sip:100@ghost.example.org"), verdict: acl.VerdictChallenge, algs: defAlgs},
 		{name: "fake: listed IP on a trunk without ACL flag stays unlisted", pol: &fakePolicy{

@@ -250,6 +250,9 @@ func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPor
 	e = e.Str("event", "sip_denied").Str("src", src.String()).Str("trunk", string(d.trunkID())).
 		Str("verdict", d.verdict.String()).Str("call_id", clip(callIDOf(req))).
 		Str("user_agent", clip(userAgentOf(req))).Str("transport", tp)
+	if d.version != 0 {
+		e = e.Uint64("snapshot_version", d.version)
+	}
 	if d.user != "" {
 		e = e.Str("user", clip(d.user))
 	}

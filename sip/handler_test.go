@@ -173,7 +173,9 @@ func TestHandlerVerdicts(t *testing.T) {
 			}
 			if m["event"] == "sip_denied" && m["verdict"] == "auth_failed" && m["user"] == "mallory" {
 				found = true
-				if m["level"] != "warn" || m["src"] != unlisted || m["call_id"] == "" || m["trunk"] != "" {
+				_, hasUA := m["user_agent"]
+				if m["level"] != "warn" || m["src"] != unlisted || m["call_id"] == "" || m["trunk"] != "" ||
+					m["snapshot_version"] != float64(7) || !hasUA || m["transport"] != "udp" {
 					t.Fatalf("denied line %v", m)
 				}
 			}

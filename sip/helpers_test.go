@@ -29,7 +29,6 @@ var testKey = []byte("0123456789abcdef0123456789abcdef-test-key")
 // aa and ap are netip literals for tests; they panic on bad input.
 func aa(s string) netip.Addr          { return netip.MustParseAddr(s) }
 func ap(s string) netip.AddrPort      { return netip.MustParseAddrPort(s) }
-func pp(s string) netip.Prefix        { return netip.MustParsePrefix(s) }
 func policyOf(p Policy) func() Policy { return func() Policy { return p } }
 
 // testDataset is the trunk set most tests run against:

@@ -453,7 +453,9 @@ type inDialogRoute struct {
 //     dialog table when Call-ID and tags match a call answered here and it comes from that
 //     call's PBX (→ upstream) or upstream (→ PBX) IP.
 //  3. Failing that, a request with no Route from a source IP-allowed for a trunk goes to
-//     that trunk's upstream (such a source may send INVITEs there anyway).
+//     that trunk's upstream (such a source may send INVITEs there anyway). Not for ACK:
+//     an ACK nothing else routes is one for a non-2xx answer whose (TCP) transaction is
+//     gone, and goes nowhere.
 //
 // Next hops come from the token, the table or the policy, never from the request.
 func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialogRoute, bool) {
@@ -498,6 +500,9 @@ func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialo
 		rt.routeTarget = routeTarget{dir: towardsPBX, next: e.pbx, fromTag: toTag}
 		return rt, true
 	}
+	if req.IsAck() {
+		return rt, false
+	}
 	pol := s.policy()
 	if isNilPolicy(pol) {
 		return rt, false
@@ -507,7 +512,7 @@ func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialo
 		return rt, false
 	}
 	trunk, ok := pol.Trunk(id)
-	if !ok || !trunk.Enabled || !trunk.HasACL || !pol.Allows(id, addr) {
+	if !ok || !usable(trunk) || !trunk.HasACL || !pol.Allows(id, addr) {
 		return rt, false
 	}
 	raw := s.cfg.Upstream

@@ -1,7 +1,11 @@
 package sip
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -496,4 +500,110 @@ func TestGoroutinesReturnToBaseline(t *testing.T) {
 	if got := r.uas.invites.Load(); got != calls+2 {
 		t.Fatalf("upstream saw %d INVITEs", got)
 	}
+}
+
+// Run binds UDP and TCP on one port, answers, and on cancel returns promptly, closing
+// accepted connections and leaving no goroutine behind.
+func TestRunStopsCleanly(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(listen, func(t *testing.T) {
+			if strings.HasPrefix(listen, "[::1]") {
+				if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+					t.Skip("no IPv6 loopback")
+				} else {
+					c.Close()
+				}
+			}
+			base := runtime.NumGoroutine()
+			cfg := baseConfig()
+			cfg.Listen = listen
+			s, err := New(cfg, policyOf(mustCompile(t, testDataset(""))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			if s.Listening() {
+				t.Fatal("listening before Run")
+			}
+			<-s.Ready()
+			if !s.Listening() {
+				t.Fatal("not listening after Ready")
+			}
+			addr := s.Addr()
+			if addr.Port() == 0 {
+				t.Fatal("no port")
+			}
+			options := func(network string) string {
+				c, err := net.Dial(network, addr.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				host := c.LocalAddr().(interface{ String() string }).String()
+				msg := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/%s %s;branch=z9hG4bK-%s\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:%s>\r\nCall-ID: run-%s\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+					addr, strings.ToUpper(network[:3]), host, sipmsg.GenerateTagN(8), addr, sipmsg.GenerateTagN(8))
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				if _, err := c.Write([]byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 4096)
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("%s: %v", network, err)
+				}
+				return strings.SplitN(string(buf[:n]), "\r\n", 2)[0]
+			}
+			for _, network := range []string{"udp", "tcp"} {
+				if got := options(network); got != "SIP/2.0 200 OK" {
+					t.Fatalf("%s OPTIONS: %q", network, got)
+				}
+			}
+			// An idle TCP client stays connected until shutdown closes it.
+			idle, err := net.Dial("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer idle.Close()
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("Run did not return")
+			}
+			if s.Listening() {
+				t.Fatal("still listening after Run returned")
+			}
+			idle.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, err := idle.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("accepted connection not closed on shutdown: %v", err)
+			}
+			eventually(t, 3*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= base+1 })
+			if err := s.Run(context.Background()); err == nil {
+				t.Fatal("second Run accepted")
+			}
+		})
+	}
+}
+
+// A 6 KB INVITE (large SDP) is relayed over UDP: sipgo's 1300-byte MTU guard is raised.
+func TestLargeInviteOverUDP(t *testing.T) {
+	r := newRig(t, "UDP", nil)
+	pbx := r.uac(t, "127.0.0.2", "UDP")
+	inv := pbx.newInvite()
+	inv.SetBody([]byte(testSDP + strings.Repeat("a=x-padding:0123456789012345678901234567890123456789\r\n", 110)))
+	res, _, err := pbx.send(inv, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("large INVITE: %v %v", res, err)
+	}
+	if got := r.uas.lastInvite(); got == nil || len(got.Body()) != len(inv.Body()) {
+		t.Fatal("upstream did not get the whole body")
+	}
+	pbx.ack(inv, res)
+	pbx.bye(inv, res)
 }

@@ -49,11 +49,12 @@ type Server struct {
 	localIPs []netip.Addr // interface addresses, when listening on a wildcard
 	runCtx   context.Context
 
-	started  atomic.Bool
-	draining atomic.Bool
-	invites  atomic.Int64 // INVITE relays waiting for their final response
-	pending  atomic.Int64 // relays of any method in progress
-	active   atomic.Int64 // handlers and background transactions running (shutdown waits)
+	started   atomic.Bool
+	listening atomic.Bool
+	draining  atomic.Bool
+	invites   atomic.Int64 // INVITE relays waiting for their final response
+	pending   atomic.Int64 // relays of any method in progress
+	active    atomic.Int64 // handlers and background transactions running (shutdown waits)
 }
 
 // allowedMethods is the Allow header value: what the edge answers or relays.
@@ -76,7 +77,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	cfg.DigestAlgorithms = canonicalAlgorithms(cfg.DigestAlgorithms)
-	var o options
+	o := options{slog: cfg.SlogLogger}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -84,7 +85,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	s := &Server{
 		cfg:        cfg,
 		policy:     policy,
-		log:        cfg.Logger.With().Str("component", "sip").Logger(),
+		log:        cfg.Logger,
 		auth:       newAuthenticator(cfg.Realm, cfg.NonceTTL, cfg.NonceKey),
 		rr:         newRouteSigner(cfg.NonceKey),
 		ups:        newUpstreamCache(o.resolver),
@@ -176,6 +177,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	udp, tcp, err := listenBoth(s.cfg.Listen)
 	if err != nil {
+		s.ua.Close()
 		return err
 	}
 	if err := udp.SetReadBuffer(s.cfg.UDPReadBuffer); err != nil {
@@ -188,6 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.laddrUDP.String() != udp.LocalAddr().String() {
 		udp.Close()
 		tcp.Close()
+		s.ua.Close()
 		return fmt.Errorf("sip: cannot address UDP listener %s as a sipgo local address", udp.LocalAddr())
 	}
 	s.addr = bound
@@ -208,6 +211,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.log.Info().Str("listen", bound.String()).Str("advertise", s.adv.hostport()).
 		Str("upstream", s.cfg.Upstream).Str("realm", s.cfg.Realm).Msg("SIP edge listening")
+	s.listening.Store(true)
 	close(s.ready)
 
 	var runErr error
@@ -222,6 +226,7 @@ func (s *Server) Run(ctx context.Context) error {
 			runErr = errors.New("sip: listener stopped")
 		}
 	}
+	s.listening.Store(false)
 	cancel()
 	udp.Close()
 	tcp.Close()
@@ -256,6 +261,10 @@ func (s *Server) Addr() netip.AddrPort {
 		return netip.AddrPort{}
 	}
 }
+
+// Listening reports whether both listeners are bound and serving (from Ready until Run
+// starts shutting down), for readiness probes.
+func (s *Server) Listening() bool { return s.listening.Load() }
 
 // Drain stops accepting new calls: out-of-dialog INVITEs and OPTIONS get 503 +
 // Retry-After, while calls being set up and established dialogs continue. Wait for

@@ -1,0 +1,342 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"weak"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sipedge/sipedge/acl"
+)
+
+// Defaults of the node registry (see README.md, "Node registry").
+const (
+	DefaultHeartbeat = time.Second     // RunHeartbeat's interval when given 0
+	DefaultNodeTTL   = 5 * time.Second // how long a heartbeat keeps a node listed
+
+	// nodeIndexGrace is how long after its last lease ran out a node stays in the Redis
+	// index (the members of P+"nodes" whose key expired). Only housekeeping: a node
+	// whose key is gone is never listed.
+	nodeIndexGrace = time.Hour
+	// deregisterTimeout bounds the removal of this node's entry when RunHeartbeat stops.
+	deregisterTimeout = time.Second
+)
+
+// NodeStatus is what one edge node reports about itself in the node registry: which
+// data-set version its SIP path serves, since when, and where it runs.
+type NodeStatus struct {
+	// NodeID names the node; unique per deployment (a host name or a generated uuid).
+	// Non-empty, at most 256 bytes, no control characters or '/'.
+	NodeID string `json:"node_id"`
+	// AppliedVersion is the data-set version of the snapshot the node serves.
+	AppliedVersion uint64 `json:"applied_version"`
+	// AppliedAt is when that snapshot was swapped in (zero before the first).
+	AppliedAt time.Time `json:"applied_at"`
+	// Address is where the node can be reached (its SIP or API listen address), for
+	// operators; the store does not interpret it.
+	Address string `json:"address"`
+	// StartedAt is when the node process started.
+	StartedAt time.Time `json:"started_at"`
+}
+
+// clusterState is the node-registry state of one Store: the heartbeat lease, the wake-up
+// of RunHeartbeat, the last applied snapshot reported with NotifyApplied and, in embedded
+// mode, the registry itself. It lives beside the Store (see [Store.clusterState]).
+type clusterState struct {
+	ttl     atomic.Int64 // nanoseconds; 0 means DefaultNodeTTL
+	kick    chan struct{}
+	applied atomic.Pointer[appliedMark]
+
+	mu  sync.Mutex
+	mem map[string]memNode // embedded mode: node_id → entry
+}
+
+type appliedMark struct {
+	version uint64
+	at      time.Time
+}
+
+type memNode struct {
+	st      NodeStatus
+	expires time.Time // monotonic
+}
+
+// clusterStates maps a Store to its clusterState. The key is a weak pointer and a
+// cleanup removes the entry once the Store is collected, so the table never keeps a
+// Store alive.
+var clusterStates sync.Map // weak.Pointer[Store] → *clusterState
+
+// clusterState returns the registry state of s, creating it on first use.
+func (s *Store) clusterState() *clusterState {
+	k := weak.Make(s)
+	if v, ok := clusterStates.Load(k); ok {
+		return v.(*clusterState)
+	}
+	v, loaded := clusterStates.LoadOrStore(k, &clusterState{kick: make(chan struct{}, 1)})
+	if !loaded {
+		runtime.AddCleanup(s, func(k weak.Pointer[Store]) { clusterStates.Delete(k) }, k)
+	}
+	return v.(*clusterState)
+}
+
+func (c *clusterState) lease() time.Duration {
+	if d := time.Duration(c.ttl.Load()); d > 0 {
+		return d
+	}
+	return DefaultNodeTTL
+}
+
+// SetNodeTTL sets how long one heartbeat keeps this node listed (default
+// [DefaultNodeTTL]); d <= 0 restores the default. Keep it several heartbeat intervals
+// long, so one slow or lost heartbeat does not drop the node. Safe for concurrent use.
+func (s *Store) SetNodeTTL(d time.Duration) {
+	s.clusterState().ttl.Store(int64(max(d, 0)))
+}
+
+// Heartbeat records st in the node registry for the node TTL ([Store.SetNodeTTL]); a
+// node whose last heartbeat is older is no longer listed by [Store.Nodes]. A later
+// heartbeat of the same NodeID replaces the entry.
+//
+// In Redis mode every Store sharing the data set sees the entry; in embedded mode the
+// registry lives in this Store's memory (one process serves the data set). An invalid
+// NodeID is [ErrInvalid]; a Redis that cannot be reached is [ErrUnavailable].
+func (s *Store) Heartbeat(ctx context.Context, st NodeStatus) error {
+	if err := checkID("node_id", st.NodeID); err != nil {
+		return err
+	}
+	cs := s.clusterState()
+	ttl := cs.lease()
+	if r, ok := s.b.(*redisBackend); ok {
+		raw, err := json.Marshal(st)
+		if err != nil {
+			return fmt.Errorf("store: encode node status: %w", err)
+		}
+		return r.heartbeat(ctx, st.NodeID, raw, ttl)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.mem == nil {
+		cs.mem = make(map[string]memNode)
+	}
+	cs.mem[st.NodeID] = memNode{st: st, expires: time.Now().Add(ttl)}
+	return nil
+}
+
+// Nodes lists the live nodes (those whose last heartbeat is within its TTL), sorted by
+// NodeID. A Redis that cannot be reached is [ErrUnavailable].
+func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
+	var out []NodeStatus
+	if r, ok := s.b.(*redisBackend); ok {
+		var err error
+		if out, err = r.nodes(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		cs := s.clusterState()
+		now := time.Now()
+		cs.mu.Lock()
+		for id, n := range cs.mem {
+			if now.Before(n.expires) {
+				out = append(out, n.st)
+			} else {
+				delete(cs.mem, id)
+			}
+		}
+		cs.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b NodeStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })
+	return out, nil
+}
+
+// deregister removes node id from the registry (a clean shutdown), so the remaining
+// nodes do not wait for its lease to run out.
+func (s *Store) deregister(ctx context.Context, id string) error {
+	if r, ok := s.b.(*redisBackend); ok {
+		return r.deregister(ctx, id)
+	}
+	cs := s.clusterState()
+	cs.mu.Lock()
+	delete(cs.mem, id)
+	cs.mu.Unlock()
+	return nil
+}
+
+// NotifyApplied records that snap is now served (its version and the current time,
+// reported by [Store.SelfStatus]) and wakes [Store.RunHeartbeat], so the registry shows
+// the new version within a round trip instead of at the next tick. Call it from Watch's
+// apply callback right after the snapshot was published to the data path:
+//
+//	st.Watch(ctx, func(snap *acl.Snapshot) { holder.Store(snap); st.NotifyApplied(snap) })
+//
+// A nil snap only wakes the loop. Safe for concurrent use; never blocks.
+func (s *Store) NotifyApplied(snap *acl.Snapshot) {
+	cs := s.clusterState()
+	if snap != nil {
+		cs.applied.Store(&appliedMark{version: snap.Version(), at: time.Now().UTC()})
+	}
+	s.NotifyHeartbeat()
+}
+
+// NotifyHeartbeat wakes [Store.RunHeartbeat] to write a heartbeat now. Pokes coalesce:
+// several before the loop wakes give one heartbeat. Never blocks.
+func (s *Store) NotifyHeartbeat() {
+	select {
+	case s.clusterState().kick <- struct{}{}:
+	default:
+	}
+}
+
+// SelfStatus returns the status function for [Store.RunHeartbeat] of a node named id at
+// address, started at started: its applied version and time are the last ones passed to
+// [Store.NotifyApplied] (before any, the version of [Store.AppliedVersion] with a zero
+// time).
+func (s *Store) SelfStatus(id, address string, started time.Time) func() NodeStatus {
+	cs := s.clusterState()
+	started = started.UTC()
+	return func() NodeStatus {
+		st := NodeStatus{NodeID: id, Address: address, StartedAt: started}
+		if m := cs.applied.Load(); m != nil {
+			st.AppliedVersion, st.AppliedAt = m.version, m.at
+		} else {
+			st.AppliedVersion = s.AppliedVersion()
+		}
+		return st
+	}
+}
+
+// RunHeartbeat writes self() to the node registry at once, then every interval (0 means
+// [DefaultHeartbeat]) and whenever poked ([Store.NotifyApplied], [Store.NotifyHeartbeat]),
+// until ctx is done. It then removes the node's entry (best effort, bounded by one
+// second), so a node that stops cleanly leaves the live set at once, and returns nil.
+//
+// A failing heartbeat (Redis down) is logged at warn once per outage and retried at the
+// next tick; the loop never gives up. Run one loop per Store and stop it before
+// [Store.Close].
+func (s *Store) RunHeartbeat(ctx context.Context, self func() NodeStatus, every time.Duration) error {
+	if every <= 0 {
+		every = DefaultHeartbeat
+	}
+	cs := s.clusterState()
+	if ttl := cs.lease(); every*2 > ttl {
+		s.log.Warn().Dur("interval", every).Dur("ttl", ttl).
+			Msg("heartbeat interval is more than half the node TTL: one late heartbeat drops the node")
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var (
+		down bool
+		last string // node id of the last heartbeat, removed on exit
+	)
+	beat := func() {
+		st := self()
+		err := s.Heartbeat(ctx, st)
+		switch {
+		case err == nil:
+			last = st.NodeID
+			if down {
+				down = false
+				s.log.Info().Str("node_id", st.NodeID).Uint64("applied_version", st.AppliedVersion).
+					Msg("node heartbeat restored")
+			}
+		case ctx.Err() != nil:
+		case !down:
+			down = true
+			s.log.Warn().Err(err).Str("node_id", st.NodeID).Dur("retry_every", every).
+				Msg("node heartbeat failed, retrying (logged once per outage)")
+		}
+	}
+	beat()
+	for {
+		select {
+		case <-ctx.Done():
+			if last != "" {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deregisterTimeout)
+				if err := s.deregister(dctx, last); err != nil {
+					s.log.Debug().Err(err).Str("node_id", last).Msg("node not deregistered; its lease runs out")
+				}
+				cancel()
+			}
+			return nil
+		case <-tick.C:
+		case <-cs.kick:
+		}
+		beat()
+	}
+}
+
+// ---- Redis ----
+//
+// P+"node:"+id is a string holding the NodeStatus JSON, written with SET PX ttl: Redis
+// expires it, so liveness needs no clock agreement between nodes. P+"nodes" is a sorted
+// set of node ids (score: lease end, Unix ms) that indexes them without a SCAN of the
+// keyspace; members whose key expired are skipped and dropped an hour later.
+
+func (r *redisBackend) nodeKey(id string) string { return r.prefix + "node:" + id }
+func (r *redisBackend) nodeIndex() string        { return r.prefix + "nodes" }
+
+func (r *redisBackend) heartbeat(caller context.Context, id string, raw []byte, ttl time.Duration) error {
+	ctx, cancel := context.WithTimeout(caller, min(r.timeout, ttl))
+	defer cancel()
+	now := time.Now()
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.nodeKey(id), raw, ttl)
+		p.ZAdd(ctx, r.nodeIndex(), redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: id})
+		p.ZRemRangeByScore(ctx, r.nodeIndex(), "-inf", "("+strconv.FormatInt(now.Add(-nodeIndexGrace).UnixMilli(), 10))
+		return nil
+	})
+	return r.classify(caller, err)
+}
+
+func (r *redisBackend) deregister(caller context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.nodeKey(id))
+		p.ZRem(ctx, r.nodeIndex(), id)
+		return nil
+	})
+	return r.classify(caller, err)
+}
+
+func (r *redisBackend) nodes(caller context.Context) ([]NodeStatus, error) {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	ids, err := r.c.ZRange(ctx, r.nodeIndex(), 0, -1).Result()
+	if err != nil {
+		return nil, r.classify(caller, err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.nodeKey(id)
+	}
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, r.classify(caller, err)
+	}
+	out := make([]NodeStatus, 0, len(vals))
+	for i, v := range vals {
+		raw, ok := v.(string)
+		if !ok {
+			continue // lease ran out
+		}
+		var st NodeStatus
+		if err := json.Unmarshal([]byte(raw), &st); err != nil {
+			return nil, fmt.Errorf("store: decode %s: %w", keys[i], err)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
