@@ -107,3 +107,13 @@ type Dataset struct {
 func (d *Dataset) Empty() bool {
 	return d == nil || len(d.ACLs)+len(d.Credentials)+len(d.Trunks) == 0
 }
+
+// Ban is one source address refused by the brute-force and scanner defence until Until.
+type Ban struct {
+	IP       string    `json:"ip"`
+	Reason   string    `json:"reason"`   // e.g. "digest_failures", "unknown_trunk", "manual"
+	Failures int       `json:"failures"` // failures counted when the ban was set
+	Since    time.Time `json:"since"`
+	Until    time.Time `json:"until"`
+	Node     string    `json:"node,omitempty"` // node that set it
+}

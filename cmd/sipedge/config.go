@@ -17,25 +17,25 @@ import (
 // Config is everything sipedge needs to start, from flags and SIPEDGE_* environment variables.
 // Secrets never come from flags: see [secrets].
 type Config struct {
-	SIPListen        string
-	SIPAdvertise     string
-	HTTPListen       string
-	DataDir          string
-	RedisURL         string
-	Upstream         string
-	SIPDomain        string
-	SIPRealm         string
-	DigestAlgorithms []string
-	NonceTTL         time.Duration
-	ResyncInterval   time.Duration
-	DrainTimeout     time.Duration
-	LogLevel         string
-	LogFormat        string
-	SIPLogLevel      string
-	NodeID           string
-	UserAgent        string
+	SIPListen         string
+	SIPAdvertise      string
+	HTTPListen        string
+	DataDir           string
+	RedisURL          string
+	Upstream          string
+	SIPDomain         string
+	SIPRealm          string
+	DigestAlgorithms  []string
+	NonceTTL          time.Duration
+	ResyncInterval    time.Duration
+	DrainTimeout      time.Duration
+	LogLevel          string
+	LogFormat         string
+	SIPLogLevel       string
+	NodeID            string
+	UserAgent         string
 	TransactionLinger time.Duration
-	ShowVersion      bool
+	ShowVersion       bool
 
 	Secrets secrets
 }
