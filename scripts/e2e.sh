@@ -70,12 +70,50 @@ read -r ok _ < <(SCEN=scripts/sipp/uac-auth.xml calls 127.0.0.9 20 -au pbxuser -
 read -r ok _ < <(SCEN=scripts/sipp/uac-auth.xml calls 127.0.0.9 3 -au pbxuser -ap wrong-password)
 [ "$ok" = 0 ] || fail "wrong password got $ok calls through"
 
+# The API → SIP promise: an address added through the API is allowed on the next INVITE;
+# disabled, it is challenged again (the plain UAC scenario cannot answer a 407).
+get() { curl -fsS -u "$AUTH_ID:$AUTH_TOKEN" "$API/$1"; }
+post "IPAccessControlList/$acl/" '{"ip_addresses":["127.0.0.2/32","127.0.0.3"]}' >/dev/null
+read -r ok _ < <(calls 127.0.0.3 5);                  [ "$ok" = 5 ] || fail "added address: $ok/5"
+eid=$(get "IPAccessControlList/$acl/Entry/" | python3 -c 'import json,sys; print([e["id"] for e in json.load(sys.stdin)["objects"] if e["ip_address"]=="127.0.0.3"][0])')
+post "IPAccessControlList/$acl/Entry/$eid/" '{"enabled":false}' >/dev/null
+read -r ok _ < <(calls 127.0.0.3 3);                  [ "$ok" = 0 ] || fail "disabled entry still lets $ok calls through"
+
 m=$(curl -fsS "http://127.0.0.1:$HTTP/metrics")
 grep -q '^sipedge_sip_invites_total{.*verdict="allow_ip"' <<<"$m" || fail "metrics: no allow_ip INVITEs counted"
-grep -q 'S3cure-pass-123' "$TMP/edge.log" && fail "password in the log"
+grep -q '^sipedge_sip_invites_total{.*verdict="allow_digest"' <<<"$m" || fail "metrics: no allow_digest INVITEs counted"
+grep -q '^sipedge_sip_invites_total{.*verdict="auth_failed"' <<<"$m" || fail "metrics: no auth_failed INVITEs counted"
+curl -fsS "http://127.0.0.1:$HTTP/readyz" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["status"]=="ready" and d["snapshot_version"]>0, d' ||
+	fail "readyz does not report ready with the applied version"
 
+# Logs: the security line is there and parseable by the fail2ban filter; no secret ever is.
+grep -q '"event":"sip_denied"' "$TMP/edge.log" || fail "no sip_denied security line"
+re=$(sed -n 's/^failregex = //p' deploy/fail2ban/sipedge.conf | sed 's/<HOST>/[0-9a-fA-F.:]+/; s/\\d/[0-9]/g')
+grep -qE "$re" "$TMP/edge.log" || fail "fail2ban filter matches no line of the edge log"
+for secret in S3cure-pass-123 wrong-password "$AUTH_TOKEN" 'response='; do
+	grep -qF -- "$secret" "$TMP/edge.log" && fail "the log contains a secret: $secret"
+done
+
+# Graceful drain: a call in progress when SIGTERM arrives completes; a new INVITE gets 503;
+# the process then exits 0 on its own.
+rm -f "$TMP/drain.csv"
+timeout 30 sipp "127.0.0.1:$SIP" -sf scripts/sipp/uac.xml -i 127.0.0.2 -p 35999 -m 1 -d 3000 \
+	-recv_timeout 8000 -timeout 20 -timeout_error -trace_stat -stf "$TMP/drain.csv" >/dev/null 2>&1 &
+inflight=$!
+sleep 1
 kill -TERM "$EDGE"
+sleep 0.3
+code=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP/readyz")
+[ "$code" = 503 ] || fail "readyz during drain: HTTP $code, want 503"
+read -r ok _ < <(calls 127.0.0.2 1);                  [ "$ok" = 0 ] || fail "a new call was accepted during drain"
+wait "$inflight" || true
+python3 - "$TMP/drain.csv" <<'PY' || fail "the call in progress did not complete during drain"
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1]), delimiter=';'))
+h, last = rows[0], rows[-1]
+sys.exit(0 if last[h.index('SuccessfulCall(C)')] == '1' else 1)
+PY
 for _ in $(seq 100); do kill -0 "$EDGE" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$EDGE" 2>/dev/null && fail "still running 10 s after SIGTERM"
 wait "$EDGE" || fail "exit status $? after SIGTERM"
-echo "e2e ok: listed udp 100/100, tcp 20/20, unlisted 0/5, digest 20/20, wrong password 0/3, clean SIGTERM"
+echo "e2e ok: listed udp 100/100, tcp 20/20, unlisted 0/5, digest 20/20, wrong password 0/3, API add/disable → SIP, metrics, logs, drain"

@@ -158,12 +158,12 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		defer deadline.Stop()
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
-		for sipSrv.ActiveCalls() > 0 {
+		for inFlight(sipSrv) > 0 {
 			select {
 			case <-gctx.Done():
 				return nil
 			case <-deadline.C:
-				log.Warn().Int("active_calls", sipSrv.ActiveCalls()).Msg("drain timeout: stopping with calls in progress")
+				log.Warn().Int("calls_in_progress", inFlight(sipSrv)).Msg("drain timeout: stopping with calls in progress")
 				return errDrained
 			case <-tick.C:
 			}
@@ -179,6 +179,9 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	}
 	return err
 }
+
+// inFlight counts what a drain waits for: calls being set up and answered dialogs.
+func inFlight(s *sip.Server) int { return s.ActiveCalls() + s.ActiveDialogs() }
 
 func openStore(ctx context.Context, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*store.Store, error) {
 	opts := []store.Option{

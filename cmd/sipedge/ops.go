@@ -46,13 +46,14 @@ type readyzBody struct {
 	StoreError      string `json:"store_error,omitempty"`
 	SIPListening    bool   `json:"sip_listening"`
 	Draining        bool   `json:"draining"`
-	ActiveCalls     int    `json:"active_calls"`
+	ActiveCalls     int    `json:"active_calls"`   // INVITEs relayed, awaiting their final answer
+	ActiveDialogs   int    `json:"active_dialogs"` // answered calls not yet ended
 }
 
 // readyz: 200 when this node can judge calls (snapshot loaded, SIP bound, not draining),
 // also in degraded mode; 503 otherwise.
 func (o *opsHandler) readyz(w http.ResponseWriter, r *http.Request) {
-	b := readyzBody{Store: "up", StoreBackend: "embedded", Draining: o.draining.Load(), ActiveCalls: o.sip.ActiveCalls()}
+	b := readyzBody{Store: "up", StoreBackend: "embedded", Draining: o.draining.Load(), ActiveCalls: o.sip.ActiveCalls(), ActiveDialogs: o.sip.ActiveDialogs()}
 	if o.cfg.RedisURL != "" {
 		b.StoreBackend = "redis"
 	}
