@@ -684,3 +684,23 @@ func (s *Snapshot) Listed(src netip.Addr) bool {
 	}
 	return s.table.Contains(src.Unmap())
 }
+
+// Stats counts what a snapshot holds, for metrics and /readyz.
+type Stats struct {
+	Trunks      int // all trunks, enabled or not
+	ACLs        int // stored ACLs
+	Prefixes    int // distinct enabled prefixes in the matcher
+	Credentials int // usable credentials
+}
+
+// Stats returns the sizes of s (zero for nil). It walks nothing: O(1).
+func (s *Snapshot) Stats() Stats {
+	if s == nil {
+		return Stats{}
+	}
+	st := Stats{Trunks: len(s.trunks), ACLs: len(s.acls), Credentials: len(s.creds)}
+	if s.table != nil {
+		st.Prefixes = s.table.Size()
+	}
+	return st
+}

@@ -424,3 +424,26 @@ func TestAllowsManySharers(t *testing.T) {
 		}
 	}
 }
+
+func TestStats(t *testing.T) {
+	if (*Snapshot)(nil).Stats() != (Stats{}) {
+		t.Fatal("nil snapshot has stats")
+	}
+	ds := &Dataset{Version: 3,
+		ACLs: []IPACL{{UUID: "a1", Account: "MA1", Entries: []Entry{
+			{ID: "e1", IPAddress: "192.0.2.1", Enabled: true},
+			{ID: "e2", IPAddress: "198.51.100.0/24", Enabled: true},
+			{ID: "e3", IPAddress: "2001:db8::/32", Enabled: false},
+		}}},
+		Credentials: []Credential{{UUID: "c1", Account: "MA1", Username: "u1", Realm: "r", HA1MD5: "00000000000000000000000000000000", HA1SHA256: "0000000000000000000000000000000000000000000000000000000000000000"}},
+		Trunks:      []Trunk{{ID: "t1", Account: "MA1", Status: TrunkEnabled, Domain: "t1.example.org", ACLUUID: "a1", CredentialUUID: "c1"}},
+	}
+	s, err := Compile(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.Stats()
+	if got.Trunks != 1 || got.ACLs != 1 || got.Prefixes != 2 {
+		t.Fatalf("stats %+v, want 1 trunk, 1 ACL, 2 enabled prefixes", got)
+	}
+}
