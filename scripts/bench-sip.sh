@@ -24,6 +24,7 @@ go build -o "$TMP/sipedge" ./cmd/sipedge
 UAS_PORT=35080 EDGE_PORT=35060 HTTP_PORT=38080
 AUTH_ID=MABENCH000000000001 AUTH_TOKEN=bench-token-000000000001
 HZ=$(getconf CLK_TCK)
+SCEN="$PWD/scripts/sipp/uac.xml"
 
 start_uas() {
 	sipp -sn uas -i 127.0.0.1 -p $UAS_PORT -bg >/dev/null 2>&1 &
@@ -64,9 +65,9 @@ step() { # step LABEL TARGET_PORT RATE PID|- -> one markdown row; returns 1 when
 	local label=$1 port=$2 rate=$3 pid=$4 calls=$(($3 * DURATION)) c0=0 c1=0 rss="-"
 	rm -f "$TMP"/uac*.csv "$TMP"/uac*_rtt.csv
 	[ "$pid" != - ] && c0=$(cpu_ticks "$pid")
-	timeout $((DURATION * 4 + 30)) sipp "127.0.0.1:$port" -sf scripts/sipp/uac.xml -i 127.0.0.2 -p 35061 \
+	(cd "$TMP" && timeout $((DURATION * 4 + 30)) sipp "127.0.0.1:$port" -sf "$SCEN" -i 127.0.0.2 -p 35061 \
 		-r "$rate" -m "$calls" -l $((rate * 4)) -d 0 -buff_size 4194304 -recv_timeout 5000 -timeout $((DURATION * 4 + 20)) \
-		-trace_stat -stf "$TMP/uac.csv" -trace_rtt -rtt_freq 1000000 >/dev/null 2>&1 || true
+		-trace_stat -stf "$TMP/uac.csv" -trace_rtt -rtt_freq 100 >/dev/null 2>&1) || true
 	[ "$pid" != - ] && { c1=$(cpu_ticks "$pid"); rss=$(($(rss_kb "$pid") / 1024)); }
 	python3 - "$TMP/uac.csv" "$label" "$rate" "$calls" $((c1 - c0)) "$HZ" "$rss" "$TMP" <<'PY'
 import csv, glob, sys
