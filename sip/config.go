@@ -33,10 +33,30 @@ const (
 	DefaultDialogTimeout          = 4 * time.Hour
 	DefaultRetryAfter             = 5 * time.Second
 
+	// Brute-force and scanner defence, call caps, trusted proxies (see README.md).
+	DefaultBanThreshold       = 5
+	DefaultBanWindow          = 60 * time.Second
+	DefaultBanTTL             = 10 * time.Minute
+	DefaultBanAction          = BanActionDrop
+	DefaultMaxBans            = 1 << 16
+	DefaultBanRefresh         = time.Second
+	DefaultBanStoreTimeout    = 250 * time.Millisecond
+	DefaultRateLimitRequests  = 30
+	DefaultRateLimitWindow    = 2 * time.Second
+	DefaultMaxRateSources     = 1 << 16
+	DefaultConcurrentCapCode  = 486
+	DefaultProxyHeaderTimeout = 5 * time.Second
+
 	// MinNonceKeyBytes is the shortest accepted [Config.NonceKey].
 	MinNonceKeyBytes = 32
 	// maxMessageCap is the largest [Config.MaxMessageBytes]: sipgo's read buffer is a uint16.
 	maxMessageCap = 65535
+)
+
+// Values of [Config.BanAction].
+const (
+	BanActionDrop = "drop" // banned sources get no answer at all (UDP dropped before parsing, TCP closed)
+	BanAction403  = "403"  // banned sources get 403 Forbidden (costs a parse and an answer per request)
 )
 
 // ErrInvalidConfig is wrapped by every error [Config.Validate] returns.
@@ -127,6 +147,60 @@ type Config struct {
 	// Default 5 s.
 	RetryAfter time.Duration
 
+	// BanThreshold is how many failures (wrong digest answers, unknown users, INVITEs to a
+	// trunk the source may not use) within BanWindow ban a source for BanTTL. A plain
+	// first 407 challenge is never a failure. Sources inside an enabled entry of any ACL
+	// are never banned. Default 5; -1 turns the defence off.
+	BanThreshold int
+	// BanWindow is the period failures are counted over. Default 60 s.
+	BanWindow time.Duration
+	// BanTTL is how long a ban lasts. Default 10 min.
+	BanTTL time.Duration
+	// BanAction is what a banned source gets: "drop" (default: nothing; UDP datagrams are
+	// dropped before parsing, TCP connections closed) or "403" (Forbidden to every
+	// request; costs a parse and an answer each).
+	BanAction string
+	// MaxBans bounds the node's ban table and failure counters (each). Default 65536.
+	MaxBans int
+	// BanRefresh is how often the node re-reads the shared ban list ([WithBanStore],
+	// Redis mode), so bans set and lifted on other nodes apply here. Default 1 s.
+	BanRefresh time.Duration
+	// BanStoreTimeout bounds one call to the shared ban store. The SIP path never waits
+	// for it: calls run in the background. Default 250 ms.
+	BanStoreTimeout time.Duration
+	// NodeName is recorded in the bans this node sets (acl.Ban.Node). Optional.
+	NodeName string
+
+	// RateLimitRequests is the per-source request budget over RateLimitWindow for sources
+	// not listed in any ACL (token bucket; bursts up to the budget). Requests beyond it
+	// are dropped before parsing (UDP) or close the connection (TCP). Responses and the
+	// configured upstreams are not limited. Default 30 per 2 s (Kamailio pike's scale);
+	// -1 turns it off.
+	RateLimitRequests int
+	// RateLimitWindow is the period of RateLimitRequests. Default 2 s.
+	RateLimitWindow time.Duration
+	// RateLimitListedRequests is the budget per RateLimitWindow of sources listed in an
+	// enabled ACL entry: 0 (default) exempts them, so a flood from unlisted sources can
+	// never starve known PBXs of their budget.
+	RateLimitListedRequests int
+	// MaxRateSources bounds the sources tracked by the rate limiter; when full, idle
+	// ones are evicted first. Default 65536.
+	MaxRateSources int
+
+	// ConcurrentCapCode is the answer to an INVITE beyond its trunk's max_concurrent:
+	// 486 Busy Here (default) or 503 Service Unavailable (with Retry-After). An INVITE
+	// beyond max_cps always gets 503 with Retry-After: 1.
+	ConcurrentCapCode int
+
+	// TrustedProxies are the load balancers whose PROXY protocol v1/v2 header (TCP only)
+	// names the original source, which then stands for the connection in every decision.
+	// A PROXY header from any other peer is refused: the connection is closed, logged
+	// and counted. A trusted peer that sends no header is itself the source. UDP carries
+	// no PROXY protocol.
+	TrustedProxies []netip.Prefix
+	// ProxyHeaderTimeout bounds the wait for a trusted proxy's PROXY header. Default 5 s.
+	ProxyHeaderTimeout time.Duration
+
 	// Logger receives the edge's own log lines; the caller names the component
 	// (log.With().Str("component", "sip")). The zero value logs nothing.
 	Logger zerolog.Logger
@@ -146,6 +220,8 @@ type Option func(*options)
 type options struct {
 	slog     *slog.Logger
 	resolver *net.Resolver
+	bans     BanStore
+	nodes    func() int
 }
 
 // WithSIPLogger routes sipgo's own logging (transport and transaction layers) to l, like
@@ -154,6 +230,18 @@ func WithSIPLogger(l *slog.Logger) Option { return func(o *options) { o.slog = l
 
 // WithResolver sets the resolver for upstream host names (default net.DefaultResolver).
 func WithResolver(r *net.Resolver) Option { return func(o *options) { o.resolver = r } }
+
+// WithBanStore shares failure counts and bans with other nodes through bs (the Redis
+// implementation is store.(*Store).BanStore). The SIP path never waits for it: the node
+// keeps its own ban table, consults bs in the background and re-reads its bans every
+// [Config.BanRefresh]. Without it bans are local to the node.
+func WithBanStore(bs BanStore) Option { return func(o *options) { o.bans = bs } }
+
+// WithNodeCount reports how many edge nodes share the load (Redis mode); each enforces
+// a trunk's max_cps and max_concurrent divided by it (rounded up), so the cluster-wide
+// limit holds approximately. It is called per capped INVITE and must be cheap and
+// non-blocking (e.g. an atomic the heartbeat loop updates). Default: 1.
+func WithNodeCount(n func() int) Option { return func(o *options) { o.nodes = n } }
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
@@ -202,6 +290,42 @@ func (c Config) withDefaults() Config {
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
 	}
+	if c.BanThreshold == 0 {
+		c.BanThreshold = DefaultBanThreshold
+	}
+	if c.BanWindow == 0 {
+		c.BanWindow = DefaultBanWindow
+	}
+	if c.BanTTL == 0 {
+		c.BanTTL = DefaultBanTTL
+	}
+	if c.BanAction == "" {
+		c.BanAction = DefaultBanAction
+	}
+	if c.MaxBans == 0 {
+		c.MaxBans = DefaultMaxBans
+	}
+	if c.BanRefresh == 0 {
+		c.BanRefresh = DefaultBanRefresh
+	}
+	if c.BanStoreTimeout == 0 {
+		c.BanStoreTimeout = DefaultBanStoreTimeout
+	}
+	if c.RateLimitRequests == 0 {
+		c.RateLimitRequests = DefaultRateLimitRequests
+	}
+	if c.RateLimitWindow == 0 {
+		c.RateLimitWindow = DefaultRateLimitWindow
+	}
+	if c.MaxRateSources == 0 {
+		c.MaxRateSources = DefaultMaxRateSources
+	}
+	if c.ConcurrentCapCode == 0 {
+		c.ConcurrentCapCode = DefaultConcurrentCapCode
+	}
+	if c.ProxyHeaderTimeout == 0 {
+		c.ProxyHeaderTimeout = DefaultProxyHeaderTimeout
+	}
 	return c
 }
 
@@ -246,6 +370,9 @@ func (c Config) Validate() error {
 		"invite timeout": c.InviteTimeout, "upstream connect timeout": c.UpstreamConnectTimeout,
 		"TCP read idle timeout": c.TCPReadIdleTimeout, "TCP write timeout": c.TCPWriteTimeout,
 		"dialog timeout": c.DialogTimeout, "retry after": c.RetryAfter,
+		"ban window": c.BanWindow, "ban TTL": c.BanTTL, "ban refresh": c.BanRefresh,
+		"ban store timeout": c.BanStoreTimeout, "rate limit window": c.RateLimitWindow,
+		"proxy header timeout": c.ProxyHeaderTimeout,
 	} {
 		if d < 0 {
 			bad("%s %v: must not be negative", name, d)
@@ -259,6 +386,31 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPendingTransactions < 0 || c.UDPReadBuffer < 0 {
 		bad("max pending transactions and UDP read buffer must not be negative")
+	}
+	if c.BanThreshold < -1 || c.RateLimitRequests < -1 {
+		bad("ban threshold %d, rate limit %d: use a positive number, or -1 for off", c.BanThreshold, c.RateLimitRequests)
+	}
+	if c.RateLimitListedRequests < 0 {
+		bad("rate limit for listed sources %d: must not be negative (0 exempts them)", c.RateLimitListedRequests)
+	}
+	if c.BanAction != BanActionDrop && c.BanAction != BanAction403 {
+		bad("ban action %q: must be %q or %q", c.BanAction, BanActionDrop, BanAction403)
+	}
+	if c.MaxBans < 0 || c.MaxRateSources < 0 {
+		bad("max bans and max rate sources must not be negative")
+	}
+	if c.ConcurrentCapCode != 486 && c.ConcurrentCapCode != 503 {
+		bad("concurrent cap code %d: must be 486 or 503", c.ConcurrentCapCode)
+	}
+	if !validHeaderText(c.NodeName) && c.NodeName != "" {
+		bad("node name %q: must be printable", c.NodeName)
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() || p != p.Masked() || p.Addr().Is4In6() {
+			bad("trusted proxy %v: must be a canonical prefix (e.g. %v)", p, p.Masked())
+		} else if p.Bits() == 0 {
+			bad("trusted proxy %v: /0 would trust every peer", p)
+		}
 	}
 	return errors.Join(errs...)
 }

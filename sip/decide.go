@@ -22,6 +22,10 @@ type Policy interface {
 	Allows(id acl.TrunkID, src netip.Addr) bool
 	// Credential finds a credential by username.
 	Credential(username string) (*acl.Credential, bool)
+	// Listed reports whether src is inside an enabled entry of any ACL a trunk names:
+	// a known PBX, never banned and exempt from the per-source rate limit. It is asked
+	// per datagram, before parsing, so it must be cheap and allocate nothing.
+	Listed(src netip.Addr) bool
 }
 
 // decision is the one outcome of judging an out-of-dialog INVITE. Its verdict picks the
@@ -35,6 +39,7 @@ type decision struct {
 	reason  string           // reason phrase of a 400
 	digest  digestResult
 	version uint64 // policy version judged against (0: none)
+	capKind string // cap_exceeded by a trunk cap: "cps" or "concurrent"
 }
 
 func (d *decision) trunkID() acl.TrunkID {
@@ -146,7 +151,10 @@ func validateRequest(req *sipmsg.Request) string {
 	if req.Recipient.Host == "" {
 		return "Missing Request-URI Host"
 	}
-	var via, from, to, callID, cseq, maxFwd int
+	if len(req.Recipient.Headers) > 0 { // RFC 4475 escruri: a proxy must never forward them
+		return "Headers in Request-URI"
+	}
+	var via, from, to, callID, cseq, maxFwd, clen int
 	for _, h := range req.Headers() {
 		switch h.(type) {
 		case *sipmsg.ViaHeader:
@@ -161,6 +169,8 @@ func validateRequest(req *sipmsg.Request) string {
 			cseq++
 		case *sipmsg.MaxForwardsHeader:
 			maxFwd++
+		case *sipmsg.ContentLengthHeader:
+			clen++
 		}
 	}
 	switch {
@@ -176,6 +186,8 @@ func validateRequest(req *sipmsg.Request) string {
 		return "Missing or Repeated CSeq"
 	case maxFwd != 1:
 		return "Missing or Repeated Max-Forwards"
+	case clen > 1: // RFC 4475 mcl01: the body length is unknowable
+		return "Repeated Content-Length"
 	}
 	if cs := req.CSeq(); cs.MethodName != req.Method {
 		return "CSeq Method Mismatch"

@@ -39,6 +39,10 @@ func (f *fakePolicy) Credential(u string) (*acl.Credential, bool) {
 	c, ok := f.creds[u]
 	return c, ok
 }
+func (f *fakePolicy) Listed(a netip.Addr) bool {
+	_, ok := f.sources[a]
+	return ok
+}
 
 // digestFor answers a fresh challenge of auth for src with user/password.
 func digestFor(t testing.TB, a *authenticator, src netip.Addr, alg, user, password string, nc int) string {

@@ -29,10 +29,12 @@ type dialogShard struct {
 	m  map[string]dialogEntry
 }
 
-// dialogEntry is both ends of an answered call.
+// dialogEntry is both ends of an answered call, and the call's hold on its trunk's
+// concurrency count (released when the entry goes: BYE, timeout, replacement).
 type dialogEntry struct {
 	expires int64 // unix ns
 	pbx, up flow
+	slot    *capSlot
 }
 
 func newDialogTable() *dialogTable {
@@ -49,18 +51,21 @@ func (t *dialogTable) shard(key string) *dialogShard {
 	return &t.shards[maphash.String(t.seed, key)%dialogShards]
 }
 
-// add records a dialog; false when the table is full.
-func (t *dialogTable) add(key string, expires time.Time, pbx, up flow) bool {
+// add records a dialog, which then owns slot; false when the table is full (the caller
+// keeps the slot).
+func (t *dialogTable) add(key string, expires time.Time, pbx, up flow, slot *capSlot) bool {
 	sh := t.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.m[key]; !ok {
+	if old, ok := sh.m[key]; !ok {
 		if t.n.Load() >= maxDialogs {
 			return false
 		}
 		t.n.Add(1)
+	} else if old.slot != slot {
+		old.slot.release()
 	}
-	sh.m[key] = dialogEntry{expires: expires.UnixNano(), pbx: pbx, up: up}
+	sh.m[key] = dialogEntry{expires: expires.UnixNano(), pbx: pbx, up: up, slot: slot}
 	return true
 }
 
@@ -75,9 +80,20 @@ func (t *dialogTable) get(key string, now time.Time) (dialogEntry, bool) {
 func (t *dialogTable) remove(key string) {
 	sh := t.shard(key)
 	sh.mu.Lock()
-	if _, ok := sh.m[key]; ok {
+	if e, ok := sh.m[key]; ok {
 		delete(sh.m, key)
 		t.n.Add(-1)
+		e.slot.release()
+	}
+	sh.mu.Unlock()
+}
+
+// releaseSlot ends the dialog's hold on its trunk's concurrency count, keeping the entry.
+func (t *dialogTable) releaseSlot(key string) {
+	sh := t.shard(key)
+	sh.mu.Lock()
+	if e, ok := sh.m[key]; ok {
+		e.slot.release()
 	}
 	sh.mu.Unlock()
 }
@@ -91,6 +107,7 @@ func (t *dialogTable) sweep(now time.Time) {
 			if e.expires <= ns {
 				delete(sh.m, k)
 				t.n.Add(-1)
+				e.slot.release()
 			}
 		}
 		sh.mu.Unlock()

@@ -27,11 +27,30 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		}
 		return
 	}
+	if s.banned(src.Addr()) { // a TCP message in flight when the ban fell, or BanAction "403"
+		s.m.bannedDrop()
+		if s.cfg.BanAction == BanAction403 && !req.IsAck() {
+			s.reject403(tx, req, src)
+		}
+		return
+	}
 	toTag := ""
 	if to := req.To(); to != nil {
 		toTag = tagOf(to.Params)
 	}
 
+	if !req.IsAck() && !req.IsCancel() {
+		if ext, ok := proxyRequire(req); ok {
+			// RFC 3261 §16.3 step 4: the edge supports no extension a request may demand
+			// of proxies; relaying it would break the demand.
+			if ext == "" {
+				s.reject400(tx, req, src, "Bad Proxy-Require")
+			} else {
+				s.respond(tx, req, src, sipmsg.StatusBadExtension, "Bad Extension", sipmsg.NewHeader("Unsupported", ext))
+			}
+			return
+		}
+	}
 	switch {
 	case req.IsInvite() && toTag == "":
 		s.onInvite(req, tx, src, tp)
@@ -63,7 +82,10 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 
 // onInvite judges an out-of-dialog INVITE and answers or relays it.
 func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, tp string) {
-	var d decision
+	var (
+		d    decision
+		slot *capSlot
+	)
 	switch {
 	case s.draining.Load():
 		d.verdict = acl.VerdictDraining
@@ -72,16 +94,27 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 		s.m.drop(dropOverload)
 	default:
 		start := time.Now()
-		d = decide(s.policy(), src, req, s.auth, s.cfg.DigestAlgorithms)
+		pol := s.policy()
+		d = decide(pol, src, req, s.auth, s.cfg.DigestAlgorithms)
 		s.m.decisionSeconds(time.Since(start).Seconds())
 		s.m.digestResult(d.digest)
+		if reason := failureReason(&d); reason != "" {
+			s.bans.failure(src.Addr(), reason)
+		}
+		if d.verdict.Allowed() {
+			slot, d.capKind = s.caps.admit(d.trunk)
+			if d.capKind != "" {
+				d.verdict = acl.VerdictCapExceeded
+				s.m.capRejected(d.capKind)
+			}
+		}
 	}
 	s.m.invite(d.trunkID(), d.verdict, tp)
 	s.logDecision(&d, req, src, tp)
 
 	switch d.verdict {
 	case acl.VerdictAllowIP, acl.VerdictAllowDigest:
-		s.relayInvite(req, tx, src, &d)
+		s.relayInvite(req, tx, src, &d, slot)
 	case acl.VerdictChallenge:
 		s.challenge407(tx, req, src, d.algs, false)
 	case acl.VerdictStale:
@@ -92,9 +125,33 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 		s.reject400(tx, req, src, d.reason)
 	case acl.VerdictTooManyHops:
 		s.tooManyHops483(tx, req, src)
-	default: // not ready, draining, cap exceeded
+	case acl.VerdictCapExceeded:
+		switch {
+		case d.capKind == capCPS:
+			s.respond(tx, req, src, sipmsg.StatusServiceUnavailable, "Service Unavailable", s.retryAfter1)
+		case d.capKind == capConcurrent && s.cfg.ConcurrentCapCode == sipmsg.StatusBusyHere:
+			s.respond(tx, req, src, sipmsg.StatusBusyHere, "Busy Here")
+		default: // concurrent cap answered 503, or MaxPendingTransactions
+			s.unavailable503(tx, req, src)
+		}
+	default: // not ready, draining
 		s.unavailable503(tx, req, src)
 	}
+}
+
+// failureReason says whether a decision counts towards banning its source, and as what:
+// wrong digest answers and unknown users (indistinguishable by design), broken
+// Proxy-Authorization, and INVITEs to a trunk the source may not use. A plain first 407
+// (no credentials yet), a stale nonce or a replayed one do not count: honest UAs cause
+// those.
+func failureReason(d *decision) string {
+	switch {
+	case d.verdict == acl.VerdictAuthFailed, d.digest == digestMalformed:
+		return BanReasonDigest
+	case d.verdict == acl.VerdictNoCredential, d.verdict == acl.VerdictTrunkDisabled:
+		return BanReasonUnknownTrunk
+	}
+	return ""
 }
 
 // onOptions answers OPTIONS addressed to the edge: 200 with Allow, or 503 while not ready
@@ -237,7 +294,8 @@ func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPor
 		}
 	case acl.VerdictNotReady, acl.VerdictDraining, acl.VerdictCapExceeded:
 		if e := s.log.Debug(); e.Enabled() {
-			e.Str("src", src.String()).Str("verdict", d.verdict.String()).Str("call_id", clip(callIDOf(req))).Msg("INVITE refused 503")
+			e.Str("src", src.String()).Str("verdict", d.verdict.String()).Str("trunk", string(d.trunkID())).
+				Str("cap", d.capKind).Str("call_id", clip(callIDOf(req))).Msg("INVITE refused")
 		}
 		return
 	default:
@@ -263,6 +321,25 @@ func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPor
 		e = e.Str("reason", d.reason)
 	}
 	e.Msg("INVITE denied")
+}
+
+// proxyRequire reports whether req carries Proxy-Require, and the option tags to name in
+// Unsupported ("" when none is a clean token: they are echoed into our answer).
+func proxyRequire(req *sipmsg.Request) (string, bool) {
+	var tags []string
+	found := false
+	for _, h := range req.Headers() {
+		if !strings.EqualFold(h.Name(), "Proxy-Require") {
+			continue
+		}
+		found = true
+		for _, t := range strings.Split(h.Value(), ",") {
+			if t = strings.TrimSpace(t); isToken(t) && len(t) <= 64 && len(tags) < 8 {
+				tags = append(tags, t)
+			}
+		}
+	}
+	return strings.Join(tags, ", "), found
 }
 
 func callIDOf(req *sipmsg.Request) string {

@@ -11,16 +11,23 @@ import (
 // metrics holds the sipedge_sip_* collectors. A nil *metrics records nothing, so a server
 // built without a Registerer pays nothing per request.
 type metrics struct {
-	invites   *prometheus.CounterVec // trunk, verdict, transport
-	digest    *prometheus.CounterVec // result
-	requests  *prometheus.CounterVec // method, transport
-	relayed   prometheus.Counter
-	upstream  *prometheus.CounterVec // class
-	decision  prometheus.Histogram
-	relay     prometheus.Histogram
-	dropped   *prometheus.CounterVec // reason
-	trunkMu   sync.RWMutex
-	trunkSeen map[acl.TrunkID]string
+	invites  *prometheus.CounterVec // trunk, verdict, transport
+	digest   *prometheus.CounterVec // result
+	requests *prometheus.CounterVec // method, transport
+	relayed  prometheus.Counter
+	upstream *prometheus.CounterVec // class
+	decision prometheus.Histogram
+	relay    prometheus.Histogram
+	dropped  *prometheus.CounterVec // reason
+	bans     *prometheus.CounterVec // reason
+	caps     *prometheus.CounterVec // kind
+	proxy    *prometheus.CounterVec // result
+	banStore prometheus.Counter
+	// Resolved once: the read filter counts with them per datagram.
+	rateLimited   prometheus.Counter
+	droppedBanned prometheus.Counter
+	trunkMu       sync.RWMutex
+	trunkSeen     map[acl.TrunkID]string
 }
 
 // maxTrunkLabels caps the trunk label's cardinality: the first 100 distinct trunk ids
@@ -39,9 +46,21 @@ const (
 	dropCanceled      = "canceled"       // upstream answer after the caller canceled
 	dropDialRefused   = "dial_refused"   // sipgo tried to connect somewhere on its own
 	dropDialogsFull   = "dialogs_full"   // dialog table at its cap (call relayed, not tracked)
+	dropBanned        = "banned"         // request or connection from a banned source
 )
 
-func newMetrics(reg prometheus.Registerer, activeDialogs func() float64) (*metrics, error) {
+// Results of sipedge_sip_proxy_protocol_total: what became of a TCP connection's PROXY
+// protocol handling.
+const (
+	proxyAccepted  = "accepted"  // trusted peer, header honoured: its source stands for the connection
+	proxyLocal     = "local"     // trusted peer, LOCAL/UNKNOWN header (health check): the peer is the source
+	proxyAbsent    = "absent"    // trusted peer sent no header: the peer is the source
+	proxyInvalid   = "invalid"   // trusted peer sent a broken header: closed
+	proxyUntrusted = "untrusted" // a PROXY header from a peer not trusted: closed
+	proxyOverload  = "overload"  // too many header reads pending: closed
+)
+
+func newMetrics(reg prometheus.Registerer, activeDialogs, bannedSources func() float64) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -80,13 +99,39 @@ func newMetrics(reg prometheus.Registerer, activeDialogs func() float64) (*metri
 			Name: "sipedge_sip_dropped_total",
 			Help: "Messages dropped or refused without relaying, by reason.",
 		}, []string{"reason"}),
+		bans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_sip_bans_total",
+			Help: "Sources banned by this node, by reason (digest_failures, unknown_trunk).",
+		}, []string{"reason"}),
+		caps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_sip_cap_rejections_total",
+			Help: "INVITEs refused by a trunk's call caps, by kind (cps, concurrent).",
+		}, []string{"kind"}),
+		proxy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_sip_proxy_protocol_total",
+			Help: "TCP connections by PROXY protocol result (accepted, local, absent, invalid, untrusted, overload).",
+		}, []string{"result"}),
+		banStore: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_ban_store_errors_total",
+			Help: "Failed calls to the shared ban store (the node then counts and bans alone).",
+		}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipedge_sip_rate_limited_total",
+			Help: "Requests (UDP) and connections or reads (TCP) dropped by the per-source rate limit.",
+		}),
 		trunkSeen: map[acl.TrunkID]string{},
 	}
+	m.droppedBanned = m.dropped.WithLabelValues(dropBanned)
 	dialogs := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sipedge_sip_active_dialogs",
 		Help: "Calls answered 2xx through this edge and not yet ended by BYE (or DialogTimeout).",
 	}, activeDialogs)
-	for _, c := range []prometheus.Collector{m.invites, m.digest, m.requests, m.relayed, m.upstream, m.decision, m.relay, m.dropped, dialogs} {
+	banned := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sipedge_sip_banned_sources",
+		Help: "Sources (IPv4 addresses, IPv6 /64s) banned on this node now.",
+	}, bannedSources)
+	for _, c := range []prometheus.Collector{m.invites, m.digest, m.requests, m.relayed, m.upstream, m.decision,
+		m.relay, m.dropped, dialogs, m.bans, m.caps, m.proxy, m.banStore, m.rateLimited, banned} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -165,6 +210,42 @@ func (m *metrics) relaySeconds(s float64) {
 func (m *metrics) drop(reason string) {
 	if m != nil {
 		m.dropped.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) ban(reason string) {
+	if m != nil {
+		m.bans.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) capRejected(kind string) {
+	if m != nil {
+		m.caps.WithLabelValues(kind).Inc()
+	}
+}
+
+func (m *metrics) proxyResult(result string) {
+	if m != nil {
+		m.proxy.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *metrics) banStoreError() {
+	if m != nil {
+		m.banStore.Inc()
+	}
+}
+
+func (m *metrics) rateLimit() {
+	if m != nil {
+		m.rateLimited.Inc()
+	}
+}
+
+func (m *metrics) bannedDrop() {
+	if m != nil {
+		m.droppedBanned.Inc()
 	}
 }
 

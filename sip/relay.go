@@ -19,14 +19,23 @@ func noBuild(*sipgo.Client, *sipmsg.Request) error { return nil }
 
 // relayInfo says what a relayed transaction means for the dialog table.
 type relayInfo struct {
-	initial bool   // the dialog-creating INVITE
-	dialog  string // dialog table key (Call-ID + original From tag)
-	pbx, up flow   // both ends (initial INVITE only)
+	initial bool     // the dialog-creating INVITE
+	dialog  string   // dialog table key (Call-ID + original From tag)
+	pbx, up flow     // both ends (initial INVITE only)
+	slot    *capSlot // the call's hold on its trunk's concurrency count (initial INVITE)
 }
 
 // relayInvite forwards an allowed out-of-dialog INVITE to its trunk's upstream with our
 // Via and Record-Route (carrying the route token), and relays the answers.
-func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, d *decision) {
+//
+// slot is the call's hold on its trunk's concurrency count: it passes to the dialog table
+// when the call is answered, and is released here when the call ends before that.
+func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, d *decision, slot *capSlot) {
+	defer func() {
+		if slot != nil && !slot.handed {
+			slot.release()
+		}
+	}()
 	raw := s.cfg.Upstream
 	if d.trunk != nil && d.trunk.Upstream != "" {
 		raw = d.trunk.Upstream
@@ -55,7 +64,7 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 	defer s.invites.Add(-1)
 	s.pending.Add(1)
 	defer s.pending.Add(-1)
-	s.relay(req, tx, src, fw, relayInfo{initial: true, dialog: dialogKey(callID, fromTag), pbx: pbx, up: hop.flow})
+	s.relay(req, tx, src, fw, relayInfo{initial: true, dialog: dialogKey(callID, fromTag), pbx: pbx, up: hop.flow, slot: slot})
 }
 
 // buildForward builds the request to send to the next hop. It is a deep-enough copy of
@@ -186,6 +195,12 @@ func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src net
 		return
 	}
 	isInvite := fw.IsInvite()
+	if fw.Method == sipmsg.BYE && info.dialog != "" {
+		// However the BYE ends (a timeout too), the call no longer counts against its
+		// trunk's max_concurrent; the entry itself stays for routing retries until a
+		// 2xx/481 or DialogTimeout.
+		defer s.dlg.releaseSlot(info.dialog)
+	}
 	dst := src.String()
 	toCaller := func(res *sipmsg.Response) *sipmsg.Response {
 		res.RemoveHeader("Via") // our own, top
@@ -320,7 +335,11 @@ func (s *Server) onFinal(fw *sipmsg.Request, res *sipmsg.Response, info relayInf
 	switch {
 	case info.initial && res.IsSuccess():
 		s.m.relayedCall()
-		if !s.dlg.add(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.pbx, info.up) {
+		if s.dlg.add(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.pbx, info.up, info.slot) {
+			if info.slot != nil {
+				info.slot.handed = true
+			}
+		} else {
 			s.m.drop(dropDialogsFull)
 		}
 	case fw.Method == sipmsg.BYE && (res.IsSuccess() || res.StatusCode == sipmsg.StatusCallTransactionDoesNotExists):

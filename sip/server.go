@@ -32,14 +32,20 @@ type Server struct {
 	rr     *routeSigner
 	ups    *upstreamCache
 	dlg    *dialogTable
+	bans   *Bans
+	limit  *rateLimiter // unlisted sources; nil: off
+	limitL *rateLimiter // listed sources; nil: exempt
+	caps   *trunkCaps
+	upIPs  addrSet // resolved upstream addresses: not rate-limited
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
 	cl  *sipgo.Client
 
-	serverHdr  sipmsg.Header // nil: no Server header
-	allowHdr   sipmsg.Header
-	retryAfter sipmsg.Header
+	serverHdr   sipmsg.Header // nil: no Server header
+	allowHdr    sipmsg.Header
+	retryAfter  sipmsg.Header
+	retryAfter1 sipmsg.Header // Retry-After: 1, for max_cps
 
 	// Set by Run before ready is closed; read-only afterwards.
 	ready    chan struct{}
@@ -83,26 +89,33 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	}
 
 	s := &Server{
-		cfg:        cfg,
-		policy:     policy,
-		log:        cfg.Logger,
-		auth:       newAuthenticator(cfg.Realm, cfg.NonceTTL, cfg.NonceKey),
-		rr:         newRouteSigner(cfg.NonceKey),
-		ups:        newUpstreamCache(o.resolver),
-		dlg:        newDialogTable(),
-		allowHdr:   sipmsg.NewHeader("Allow", allowedMethods),
-		retryAfter: sipmsg.NewHeader("Retry-After", strconv.Itoa(int(cfg.RetryAfter/time.Second))),
-		ready:      make(chan struct{}),
+		cfg:         cfg,
+		policy:      policy,
+		log:         cfg.Logger,
+		auth:        newAuthenticator(cfg.Realm, cfg.NonceTTL, cfg.NonceKey),
+		rr:          newRouteSigner(cfg.NonceKey),
+		ups:         newUpstreamCache(o.resolver),
+		dlg:         newDialogTable(),
+		allowHdr:    sipmsg.NewHeader("Allow", allowedMethods),
+		retryAfter:  sipmsg.NewHeader("Retry-After", strconv.Itoa(int(cfg.RetryAfter/time.Second))),
+		retryAfter1: sipmsg.NewHeader("Retry-After", "1"),
+		ready:       make(chan struct{}),
+		limit:       newRateLimiter(cfg.RateLimitRequests, cfg.RateLimitWindow, cfg.MaxRateSources),
+		limitL:      newRateLimiter(cfg.RateLimitListedRequests, cfg.RateLimitWindow, cfg.MaxRateSources),
+		caps:        newTrunkCaps(o.nodes),
 	}
+	s.ups.onResolve = s.upIPs.add
 	s.sec = s.log.Sample(&zerolog.BurstSampler{Burst: 100, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 100}})
 	if cfg.UserAgent != "-" {
 		s.serverHdr = sipmsg.NewHeader("Server", cfg.UserAgent)
 	}
-	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(s.dlg.len()) })
+	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(s.dlg.len()) },
+		func() float64 { return float64(s.bans.count()) })
 	if err != nil {
 		return nil, fmt.Errorf("sip: register metrics: %w", err)
 	}
 	s.m = m
+	s.bans = newBans(cfg, o.bans, s.listed, m, s.log)
 
 	// sipgo globals (see notes: trap 17 UDP MTU guard, 32 KiB read buffer, trap B timers).
 	if need := cfg.MaxMessageBytes + 1200; sipmsg.UDPMTUSize < need {
@@ -204,10 +217,16 @@ func (s *Server) Run(ctx context.Context) error {
 	s.runCtx = ctx
 
 	errc := make(chan error, 2)
+	edge := newEdgeListener(tcp, s)
 	go func() { errc <- s.srv.ServeUDP(udp) }()
-	go func() { errc <- s.srv.ServeTCP(tcp) }()
+	go func() { errc <- s.srv.ServeTCP(edge) }()
 	sweepDone := make(chan struct{})
 	go func() { defer close(sweepDone); s.sweepDialogs(ctx) }()
+	bansDone := make(chan struct{})
+	go func() { defer close(bansDone); s.bans.run(ctx) }()
+	if s.cfg.Upstream != "" { // learn the default upstream's address before its requests come
+		go func() { _, _ = s.ups.get(ctx, s.cfg.Upstream) }()
+	}
 
 	s.log.Info().Str("listen", bound.String()).Str("advertise", s.adv.hostport()).
 		Str("upstream", s.cfg.Upstream).Str("realm", s.cfg.Realm).Msg("SIP edge listening")
@@ -229,12 +248,13 @@ func (s *Server) Run(ctx context.Context) error {
 	s.listening.Store(false)
 	cancel()
 	udp.Close()
-	tcp.Close()
+	edge.Close()
 	for ; pendingServe > 0; pendingServe-- {
 		<-errc
 	}
 	s.ua.Close() // terminates every transaction and closes pooled connections
 	<-sweepDone
+	<-bansDone
 	// Handlers see their transactions end and return; sipgo may still be starting a
 	// handler for a message read just before the close, so poll rather than Wait.
 	for deadline := time.Now().Add(5 * time.Second); s.active.Load() > 0; {
@@ -276,6 +296,9 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // ActiveCalls returns the INVITEs currently relayed upstream and waiting for their final
 // response (calls being set up).
 func (s *Server) ActiveCalls() int { return int(s.invites.Load()) }
+
+// Bans returns the node's brute-force defence, to list and lift bans (control API).
+func (s *Server) Bans() *Bans { return s.bans }
 
 // ActiveDialogs returns calls answered through this edge and not yet ended by a BYE
 // seen here (or expired after DialogTimeout).
@@ -419,22 +442,149 @@ func transportLabel(tp string) string {
 	return "other"
 }
 
-// readFilter runs on sipgo's read loop for every datagram, before parsing. It drops UDP
-// datagrams that cannot be SIP (and CRLF keep-alives, which need no answer) by returning
-// (nil, nil): an error would stop the UDP listener, and dropped datagrams never enter
-// sipgo's connection pool (which otherwise grows by one entry per new source). TCP data
-// is a stream of chunks and passes untouched.
+// readFilter runs on sipgo's read loop for every UDP datagram and every TCP read, before
+// parsing. It must never return an error for UDP (that stops the listener): to drop a
+// datagram it returns (nil, nil), and dropped datagrams never enter sipgo's connection
+// pool (which otherwise grows by one entry per new source). For TCP an error closes that
+// one connection.
+//
+// UDP: datagrams that cannot be SIP (and CRLF keep-alives) are dropped; requests from a
+// banned source are dropped (BanAction "drop"); requests over the source's rate budget
+// are dropped. TCP: a read from a banned source or over the budget closes the
+// connection (reads, not messages, are counted: a stream has no message boundaries
+// before parsing). Responses are never limited: the edge asked for them.
 func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
 	if p.Transport != "UDP" {
+		if p.Transport != "TCP" {
+			return data, nil
+		}
+		switch s.admitSource(netAddrPort(p.RemoteAddr).Addr()) {
+		case admitBanned:
+			s.m.bannedDrop()
+			return nil, errBannedSource
+		case admitLimited:
+			s.m.rateLimit()
+			return nil, errRateLimited
+		}
 		return data, nil
 	}
-	if looksLikeSIP(data) {
+	if !looksLikeSIP(data) {
+		if !isKeepalive(data) {
+			s.m.drop(dropGarbage)
+		}
+		return nil, nil
+	}
+	if string(data[:8]) == "SIP/2.0 " {
 		return data, nil
 	}
-	if !isKeepalive(data) {
-		s.m.drop(dropGarbage)
+	switch s.admitSource(netAddrPort(p.RemoteAddr).Addr()) {
+	case admitBanned:
+		s.m.bannedDrop()
+		return nil, nil
+	case admitLimited:
+		s.m.rateLimit()
+		return nil, nil
 	}
-	return nil, nil
+	return data, nil
+}
+
+var (
+	errBannedSource = errors.New("sip: source banned")
+	errRateLimited  = errors.New("sip: source over its rate limit")
+)
+
+// admission is the pre-parse verdict on a source.
+type admission uint8
+
+const (
+	admitOK      admission = iota
+	admitBanned            // banned, and BanAction is "drop"
+	admitLimited           // over its rate budget
+)
+
+// admitSource is the pre-parse gate: listed sources (any enabled ACL entry) are never
+// banned and spend their own budget (RateLimitListedRequests; none by default); the
+// configured upstreams are not limited; every other source must not be banned and must
+// be within its budget. It allocates nothing for a source seen before.
+func (s *Server) admitSource(src netip.Addr) admission {
+	if !src.IsValid() {
+		return admitOK // the handler drops an unparsable source
+	}
+	src = src.Unmap()
+	if s.listed(src) {
+		if s.limitL.allow(sourceKey(src)) {
+			return admitOK
+		}
+		return admitLimited
+	}
+	if s.cfg.BanAction == BanActionDrop && s.bans.Banned(src) {
+		return admitBanned
+	}
+	if s.upIPs.has(src) || s.limit.allow(sourceKey(src)) {
+		return admitOK
+	}
+	return admitLimited
+}
+
+// listed reports whether src is a known PBX (inside an enabled entry of any ACL some
+// trunk names) in the current snapshot.
+func (s *Server) listed(src netip.Addr) bool {
+	pol := s.policy()
+	return !isNilPolicy(pol) && pol.Listed(src)
+}
+
+// banned reports whether requests from src are refused as banned (listed sources never
+// are, even when a ban predates their listing).
+func (s *Server) banned(src netip.Addr) bool {
+	return s.bans.Banned(src) && !s.listed(src)
+}
+
+// netAddrPort converts a *net.UDPAddr or *net.TCPAddr without allocating; anything else
+// is the zero value.
+func netAddrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort()
+	case *net.TCPAddr:
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// addrSet is a small copy-on-write set of addresses: reads are one atomic load and a
+// map lookup. The zero value is empty and ready.
+type addrSet struct {
+	mu sync.Mutex
+	p  atomic.Pointer[map[netip.Addr]struct{}]
+}
+
+const maxAddrSet = 1024
+
+func (a *addrSet) has(ip netip.Addr) bool {
+	m := a.p.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[ip]
+	return ok
+}
+
+func (a *addrSet) add(ip netip.Addr) {
+	ip = ip.Unmap()
+	if a.has(ip) {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.p.Load()
+	next := map[netip.Addr]struct{}{}
+	if old != nil && len(*old) < maxAddrSet {
+		for k := range *old {
+			next[k] = struct{}{}
+		}
+	}
+	next[ip] = struct{}{}
+	a.p.Store(&next)
 }
 
 // looksLikeSIP accepts a datagram starting with "SIP/2.0 " (a response) or with a method

@@ -52,6 +52,9 @@ func sippSuite(t *testing.T, sipp string, uasScenario ...string) {
 
 	cfg := baseConfig()
 	cfg.Upstream = fmt.Sprintf("sip:127.0.0.1:%d", uasPort)
+	// This suite is about relaying: the unlisted digest caller runs 20 calls at 50 cps
+	// (5 requests each), far over the default per-source budget (see TestSIPpFlood).
+	cfg.RateLimitRequests = 1000
 	edge := startServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
 	target := edge.Addr().String()
 

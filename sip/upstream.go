@@ -61,6 +61,9 @@ type upstreamCache struct {
 	resolver *net.Resolver
 	ttl      time.Duration
 	timeout  time.Duration
+	// onResolve, when set, learns every address an upstream resolves to (the edge does
+	// not rate-limit requests from its upstreams). Set before use.
+	onResolve func(netip.Addr)
 
 	mu sync.RWMutex
 	m  map[string]*upstreamEntry
@@ -144,6 +147,7 @@ func (c *upstreamCache) resolve(ctx context.Context, e *upstreamEntry) (flow, er
 	if ip, err := netip.ParseAddr(e.spec.host); err == nil {
 		r := &resolvedFlow{flow: flow{tp: e.spec.tp, addr: netip.AddrPortFrom(ip.Unmap(), uint16(e.spec.port))}}
 		e.cur.Store(r)
+		c.learn(r.flow)
 		return r.flow, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -168,5 +172,12 @@ func (c *upstreamCache) resolve(ctx context.Context, e *upstreamEntry) (flow, er
 	}
 	r := &resolvedFlow{flow: flow{tp: e.spec.tp, addr: netip.AddrPortFrom(pick.Unmap(), uint16(e.spec.port))}, expires: time.Now().Add(c.ttl)}
 	e.cur.Store(r)
+	c.learn(r.flow)
 	return r.flow, nil
+}
+
+func (c *upstreamCache) learn(f flow) {
+	if c.onResolve != nil {
+		c.onResolve(f.addr.Addr())
+	}
 }

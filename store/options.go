@@ -26,6 +26,7 @@ type options struct {
 	prefix      string
 	timeout     time.Duration
 	openTimeout time.Duration
+	lazy        bool
 }
 
 func defaultOptions() options {
@@ -91,4 +92,12 @@ func WithTimeout(d time.Duration) Option {
 			o.openTimeout = d
 		}
 	}
+}
+
+// WithLazyConnect lets [OpenRedis] succeed while Redis is unreachable: the failed first
+// ping is logged, every operation answers [ErrUnavailable] until Redis is back, and
+// [Store.Watch] applies the first snapshot once it can load one. A node can so start (and
+// answer 503) during a Redis outage instead of exiting.
+func WithLazyConnect() Option {
+	return func(o *options) { o.lazy = true }
 }

@@ -82,7 +82,7 @@ func TestPropagationBench(t *testing.T) {
 			returned := time.Now()
 			c.waitAll(t, v)
 			reg := c.waitRegistry(t, w, v)
-			holders = append(holders, max(c.servedAt(v).Sub(returned), 0))
+			holders = append(holders, max(c.servedAt(t, v).Sub(returned), 0))
 			registry = append(registry, max(reg.Sub(returned), 0))
 		}
 		// A burst.
@@ -100,7 +100,7 @@ func TestPropagationBench(t *testing.T) {
 		c.waitAll(t, burst[len(burst)-1].v)
 		var burstLat []time.Duration
 		for _, m := range burst {
-			burstLat = append(burstLat, max(c.servedAt(m.v).Sub(m.at), 0))
+			burstLat = append(burstLat, max(c.servedAt(t, m.v).Sub(m.at), 0))
 		}
 		applies := c.applies()
 
@@ -151,7 +151,7 @@ func TestPropagationBench(t *testing.T) {
 			}
 			returned := time.Now()
 			c.waitAll(t, v)
-			lat = append(lat, c.servedAt(v).Sub(returned))
+			lat = append(lat, c.servedAt(t, v).Sub(returned))
 		}
 		compile1 := c.compileSeconds(t)
 		var perCompile []time.Duration
@@ -224,11 +224,11 @@ func (c *benchCluster) start(t *testing.T) {
 		wg.Go(func() {
 			_ = n.s.Watch(wctx, func(snap *acl.Snapshot) {
 				n.holder.Store(snap)
-				at := time.Now()
-				n.s.NotifyApplied(snap)
+				at := time.Now() // from here on the node serves snap
 				n.mu.Lock()
 				n.applies = append(n.applies, appliedAt{snap.Version(), at})
 				n.mu.Unlock()
+				n.s.NotifyApplied(snap)
 				select {
 				case c.kick <- struct{}{}:
 				default:
@@ -241,14 +241,24 @@ func (c *benchCluster) start(t *testing.T) {
 	}
 }
 
-// waitAll blocks until every node's holder serves v or later.
+// recorded is the version of the last apply node n recorded (0 before any).
+func (n *benchNode) recorded() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.applies) == 0 {
+		return 0
+	}
+	return n.applies[len(n.applies)-1].v
+}
+
+// waitAll blocks until every node has recorded serving v or later.
 func (c *benchCluster) waitAll(t *testing.T, v uint64) {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
 		done := true
 		for _, n := range c.nodes {
-			if s := n.holder.Load(); s == nil || s.Version() < v {
+			if n.recorded() < v {
 				done = false
 				break
 			}
@@ -284,19 +294,31 @@ func (c *benchCluster) waitRegistry(t *testing.T, s *store.Store, v uint64) time
 	}
 }
 
-// servedAt is when the last node started serving v (or a later version).
-func (c *benchCluster) servedAt(v uint64) time.Time {
+// servedAt is when the last node started serving v (or a later version); call it after
+// waitAll(v).
+func (c *benchCluster) servedAt(t *testing.T, v uint64) time.Time {
+	t.Helper()
 	var last time.Time
-	for _, n := range c.nodes {
-		n.mu.Lock()
-		i := sort.Search(len(n.applies), func(i int) bool { return n.applies[i].v >= v })
-		at := n.applies[i].at
-		n.mu.Unlock()
+	for i, n := range c.nodes {
+		at, ok := n.servedAt(v)
+		if !ok {
+			t.Fatalf("node %d recorded no snapshot at version %d or later", i, v)
+		}
 		if at.After(last) {
 			last = at
 		}
 	}
 	return last
+}
+
+func (n *benchNode) servedAt(v uint64) (time.Time, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	i := sort.Search(len(n.applies), func(i int) bool { return n.applies[i].v >= v })
+	if i == len(n.applies) {
+		return time.Time{}, false
+	}
+	return n.applies[i].at, true
 }
 
 // applies is the number of snapshots each node applied.

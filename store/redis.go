@@ -57,8 +57,12 @@ func OpenRedisOptions(ctx context.Context, ro *redis.Options, opts ...Option) (*
 	pctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	if err := b.c.Ping(pctx).Err(); err != nil {
-		_ = b.c.Close()
-		return nil, b.classify(ctx, fmt.Errorf("ping %s: %w", cfg.Addr, err))
+		err = b.classify(ctx, fmt.Errorf("ping %s: %w", cfg.Addr, err))
+		if !o.lazy || !errors.Is(err, ErrUnavailable) {
+			_ = b.c.Close()
+			return nil, err
+		}
+		o.log.Warn().Err(err).Msg("redis unreachable at start; serving 503 until the first load")
 	}
 	s, err := newStore(b, o)
 	if err != nil {

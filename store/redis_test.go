@@ -265,6 +265,14 @@ func TestRedisUnreachable(t *testing.T) {
 			if d := time.Since(start); d > 3*time.Second {
 				t.Fatalf("took %v", d)
 			}
+			lazy, err := store.OpenRedis(ctx, "redis://"+addr+"/0?max_retries=-1", "", store.WithTimeout(300*time.Millisecond), store.WithLazyConnect())
+			if err != nil {
+				t.Fatalf("lazy OpenRedis: %v", err)
+			}
+			defer lazy.Close()
+			if _, err := lazy.Version(ctx); !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("lazy store Version: %v, want ErrUnavailable", err)
+			}
 		})
 	}
 }

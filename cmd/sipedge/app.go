@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -48,15 +49,10 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	}
 	defer st.Close()
 
-	created, token, err := control.Bootstrap(ctx, st, cfg.Secrets.AuthID, cfg.Secrets.AuthToken)
-	if err != nil {
+	created, token, err := bootstrap(ctx, st, &cfg)
+	pendingBootstrap := errors.Is(err, store.ErrUnavailable) && cfg.RedisURL != ""
+	if err != nil && !pendingBootstrap {
 		return fmt.Errorf("bootstrap account: %w", err)
-	}
-	if created && cfg.Secrets.AuthID == "" {
-		// Bootstrap generated the auth_id too: it is the store's only account.
-		if accts, err := st.Accounts(ctx); err == nil && len(accts) == 1 {
-			cfg.Secrets.AuthID = accts[0].AuthID
-		}
 	}
 
 	nonceKey, err := nonceKey(cfg, log)
@@ -122,6 +118,29 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if pendingBootstrap {
+		// Redis is down at start: serve (503 until the first snapshot) and create the
+		// bootstrap account once the store answers.
+		log.Warn().Msg("store unavailable: the bootstrap account is created once it answers")
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+				created, token, err := bootstrap(gctx, st, &cfg)
+				if errors.Is(err, store.ErrUnavailable) {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("bootstrap account: %w", err)
+				}
+				printAccount(stdout, cfg, created, token)
+				return nil
+			}
+		})
+	}
 	g.Go(func() error {
 		err := st.Watch(gctx, holder.Store)
 		if gctx.Err() != nil {
@@ -173,7 +192,8 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return errDrained
 	})
 
-	banner(stdout, cfg, ln.Addr().String(), created, token)
+	banner(stdout, cfg, ln.Addr().String())
+	printAccount(stdout, cfg, created, token)
 	err = g.Wait()
 	if errors.Is(err, errDrained) {
 		return nil
@@ -191,6 +211,8 @@ func openStore(ctx context.Context, cfg Config, log zerolog.Logger, reg promethe
 		store.WithMetrics(reg),
 	}
 	if cfg.RedisURL != "" {
+		redis.SetLogger(redisLog{log.With().Str("component", "go-redis").Logger()})
+		opts = append(opts, store.WithLazyConnect())
 		return store.OpenRedis(ctx, cfg.RedisURL, cfg.Secrets.RedisPassword, opts...)
 	}
 	return store.OpenBolt(cfg.DataDir, opts...)
@@ -237,9 +259,21 @@ func randomKey() ([]byte, error) {
 	return []byte(hex.EncodeToString(b)), nil
 }
 
-// banner tells a newcomer what runs where, once, on stdout. A generated token is printed
-// only here and only on the start that created it.
-func banner(w io.Writer, cfg Config, httpAddr string, created bool, token string) {
+// bootstrap creates the first account when the store has none; a generated auth_id is
+// written back into cfg so the banner can show it.
+func bootstrap(ctx context.Context, st *store.Store, cfg *Config) (created bool, token string, err error) {
+	created, token, err = control.Bootstrap(ctx, st, cfg.Secrets.AuthID, cfg.Secrets.AuthToken)
+	if err == nil && created && cfg.Secrets.AuthID == "" {
+		// Bootstrap generated the auth_id too: it is the store's only account.
+		if accts, err := st.Accounts(ctx); err == nil && len(accts) == 1 {
+			cfg.Secrets.AuthID = accts[0].AuthID
+		}
+	}
+	return created, token, err
+}
+
+// banner tells a newcomer what runs where, once, on stdout.
+func banner(w io.Writer, cfg Config, httpAddr string) {
 	storeDesc := "embedded (bbolt) in " + cfg.DataDir
 	if cfg.RedisURL != "" {
 		storeDesc = "redis " + redactURL(cfg.RedisURL)
@@ -249,10 +283,16 @@ func banner(w io.Writer, cfg Config, httpAddr string, created bool, token string
 	fmt.Fprintf(w, "  upstream   %s\n", cfg.Upstream)
 	fmt.Fprintf(w, "  API        http://%s/v1/Account/{auth_id}/Zentrunk/  (also /metrics /healthz /readyz)\n", httpAddr)
 	fmt.Fprintf(w, "  store      %s\n", storeDesc)
-	if created && token != "" {
+}
+
+// printAccount reports a bootstrap account. A generated token is printed only here and
+// only on the start that created it.
+func printAccount(w io.Writer, cfg Config, created bool, token string) {
+	switch {
+	case created && token != "":
 		fmt.Fprintf(w, "  account    created; this token is shown once, keep it:\n")
 		fmt.Fprintf(w, "             export AUTH_ID=%s AUTH_TOKEN=%s\n", cfg.Secrets.AuthID, token)
-	} else if created {
-		fmt.Fprintf(w, "  account    created from SIPEDGE_AUTH_ID / SIPEDGE_AUTH_TOKEN\n")
+	case created:
+		fmt.Fprintf(w, "  account    %s created from SIPEDGE_AUTH_ID / SIPEDGE_AUTH_TOKEN\n", cfg.Secrets.AuthID)
 	}
 }

@@ -74,3 +74,12 @@ func (h callerOnce) Handle(ctx context.Context, r slog.Record) error {
 	}
 	return h.Handler.Handle(ctx, r)
 }
+
+// redisLog routes go-redis's own messages (reconnect attempts, pool dial failures) into
+// zerolog at debug: the store already reports an outage once at warn and counts it, so
+// these would only repeat it on stderr, once per attempt.
+type redisLog struct{ log zerolog.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.log.Debug().Msgf(format, v...)
+}

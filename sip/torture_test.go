@@ -1,0 +1,210 @@
+package sip
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+)
+
+// The RFC 4475 torture messages (copied from sipgo's own test data into
+// testdata/torture) replayed over UDP and TCP at a running edge, from the listed PBX
+// (whose INVITEs are relayed when acceptable) and from an unlisted source.
+
+// tortureRelayed are the messages the edge relays from a listed source. Besides the valid
+// INVITEs, three "invalid" ones are relayed on purpose: RFC 4475 says a proxy forwards
+// them and leaves the verdict to the UAS (baddate: a Date the proxy does not need;
+// invut: an unknown body type, 415 is the UAS's; sdp01: an Accept the UAS cannot meet).
+// Every other message is answered by the edge itself (400, 405, 420, 483, 200 to OPTIONS)
+// or dropped by the parser.
+var tortureRelayed = []string{"valid/esc01", "valid/longreq", "invalid/baddate", "invalid/invut", "invalid/sdp01"}
+
+// upstreamCatcher is an upstream that records every datagram and answers nothing.
+type upstreamCatcher struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	got  [][]byte
+	done chan struct{}
+}
+
+func newUpstreamCatcher(t *testing.T) *upstreamCatcher {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &upstreamCatcher{conn: c, done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		buf := make([]byte, 65535)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			u.mu.Lock()
+			u.got = append(u.got, append([]byte(nil), buf[:n]...))
+			u.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { c.Close(); <-u.done })
+	return u
+}
+
+func (u *upstreamCatcher) uri() string { return "sip:" + u.conn.LocalAddr().String() }
+
+func (u *upstreamCatcher) messages() [][]byte {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.got)
+}
+
+// checkRelayed asserts that a message the edge relayed is a well-formed request: it
+// parses, passes the edge's own validation, carries no Proxy-Authorization and a
+// Max-Forwards one below the original's (origMF returns it by Call-ID). It returns the
+// Call-ID.
+func checkRelayed(t *testing.T, raw []byte, origMF func(callID string) (uint32, bool)) string {
+	t.Helper()
+	m, err := sipmsg.ParseMessage(raw)
+	if err != nil {
+		t.Fatalf("relayed an unparsable message: %v\n%s", err, raw)
+	}
+	req, ok := m.(*sipmsg.Request)
+	if !ok {
+		t.Fatalf("relayed a response upstream:\n%s", raw)
+	}
+	if r := validateRequest(req); r != "" {
+		t.Fatalf("relayed an invalid request (%s):\n%s", r, raw)
+	}
+	if req.GetHeader("Proxy-Authorization") != nil {
+		t.Fatalf("relayed Proxy-Authorization:\n%s", raw)
+	}
+	mf, ok := origMF(callIDOf(req))
+	if !ok || req.MaxForwards().Val() != mf-1 {
+		t.Fatalf("Max-Forwards %d, sent with %d:\n%s", req.MaxForwards().Val(), mf, raw)
+	}
+	return callIDOf(req)
+}
+
+func TestTortureReplay(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "torture", "*", "*.dat"))
+	if err != nil || len(files) < 50 {
+		t.Fatalf("torture files: %d, %v", len(files), err)
+	}
+	msgs := map[string][]byte{}
+	byCallID := map[string]string{}
+	maxFwd := map[string]uint32{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(filepath.ToSlash(f), "testdata/torture/"), ".dat")
+		msgs[name] = b
+		if m, err := sipmsg.ParseMessage(b); err == nil && m.CallID() != nil {
+			byCallID[string(*m.CallID())] = name
+			if r, ok := m.(*sipmsg.Request); ok && r.MaxForwards() != nil {
+				maxFwd[string(*m.CallID())] = r.MaxForwards().Val()
+			}
+		}
+	}
+
+	// sipgo logs every unparsable message at Error, with the whole message; the TCP
+	// transport always through its default logger.
+	quiet := slog.New(slog.DiscardHandler)
+	prev := sipmsg.DefaultLogger()
+	sipmsg.SetDefaultLogger(quiet)
+	t.Cleanup(func() { sipmsg.SetDefaultLogger(prev) })
+
+	up := newUpstreamCatcher(t)
+	baseline := runtime.NumGoroutine()
+	names := make([]string, 0, len(msgs))
+	for n := range msgs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	// Identical copies over both transports would be retransmissions of one transaction
+	// (same branch): each transport gets its own edge.
+	for _, tp := range []string{"UDP", "TCP"} {
+		t.Run(tp, func(t *testing.T) {
+			cfg := baseConfig()
+			cfg.Upstream = up.uri()
+			cfg.UpstreamTimeout = 300 * time.Millisecond
+			cfg.RateLimitRequests = -1 // this test is about parsing, not flooding
+			cfg.SlogLogger = quiet
+			edge, err := New(cfg, policyOf(mustCompile(t, testDataset(""))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			runErr := make(chan error, 1)
+			go func() { runErr <- edge.Run(ctx) }()
+			<-edge.Ready()
+			before := len(up.messages())
+
+			for _, src := range []string{"127.0.0.2", "127.0.0.9"} {
+				if tp == "UDP" {
+					udp := newRawUDP(t, src, edge.Addr())
+					for _, n := range names {
+						udp.send(msgs[n])
+					}
+					continue
+				}
+				var wg sync.WaitGroup
+				for _, n := range names {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						c := dialRawTCP(t, src, edge.Addr())
+						c.write(msgs[n])
+						c.final(200 * time.Millisecond)
+						c.conn.Close()
+					}()
+				}
+				wg.Wait()
+			}
+
+			want := slices.Sorted(slices.Values(tortureRelayed))
+			relayedNow := func() []string {
+				relayed := map[string]bool{}
+				for _, raw := range up.messages()[before:] {
+					id := checkRelayed(t, raw, func(id string) (uint32, bool) { mf, ok := maxFwd[id]; return mf, ok })
+					name, ok := byCallID[id]
+					if !ok {
+						t.Fatalf("relayed a message that was never sent (Call-ID %q)", id)
+					}
+					relayed[name] = true
+				}
+				return slices.Sorted(maps.Keys(relayed))
+			}
+			eventually(t, 5*time.Second, "the acceptable INVITEs relayed", func() bool { return len(relayedNow()) >= len(want) })
+			// Still serving; every relay finished (each waits UpstreamTimeout for silence).
+			if code := newRawUDP(t, "127.0.0.2", edge.Addr()).options(); code != 200 {
+				t.Fatalf("edge answers OPTIONS %d after the torture run", code)
+			}
+			time.Sleep(cfg.UpstreamTimeout)
+			eventually(t, 5*time.Second, "relays to finish", func() bool { return edge.ActiveCalls() == 0 })
+			if got := relayedNow(); !slices.Equal(got, want) {
+				t.Fatalf("relayed %v, want %v", got, want)
+			}
+
+			cancel()
+			if err := <-runErr; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool {
+				return runtime.NumGoroutine() <= baseline+2
+			})
+		})
+	}
+}
