@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # scripts/bench-sip.sh — SIP relay ladder on loopback: SIPp UAC (127.0.0.2) → sipedge → SIPp UAS,
 # stepping the call rate; per step: failed %, INVITE→200 latency (SIPp rtd, ms resolution), the
-# edge's CPU µs per call and RSS. Runs with a 10-entry and a 10,000-entry ACL, and a no-edge
-# ceiling (UAC straight to UAS). Loopback only; stops what it starts, by PID.
+# edge's CPU µs per call and RSS. Runs with a 10-entry and a 10,000-entry ACL on the embedded
+# store, the 10,000-entry ACL in Redis mode (REDIS=1, default when redis-server exists), and a
+# no-edge ceiling (UAC straight to UAS). Writes bench/results/sip-ladder-<date>.md (+ latest.md)
+# and, with gnuplot, a PNG chart of failures and latency against the call rate.
+# Loopback only; stops what it starts, by PID.
 #   RATES="500 1000 2000" DURATION=10 make bench-sip
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +13,7 @@ cd "$(dirname "$0")/.."
 : "${DURATION:=10}"
 : "${SIZES:=10 10000}"
 : "${OUT:=bench/results}"
+: "${REDIS:=$(command -v redis-server >/dev/null && echo 1 || echo 0)}"
 mkdir -p "$OUT"
 TMP="$(mktemp -d -t sipedge-bench.XXXXXX)"
 PIDS=()
@@ -36,12 +40,13 @@ stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-start_edge() { # start_edge N_ENTRIES
-	local n=$1 data="$TMP/data-$n"
+start_edge() { # start_edge N_ENTRIES [extra flags]
+	local n=$1 data="$TMP/data-$1"
+	shift
 	rm -rf "$data"
 	SIPEDGE_AUTH_ID=$AUTH_ID SIPEDGE_AUTH_TOKEN=$AUTH_TOKEN "$TMP/sipedge" --sip-listen 127.0.0.1:$EDGE_PORT \
 		--http-listen 127.0.0.1:$HTTP_PORT --upstream sip:127.0.0.1:$UAS_PORT --data-dir "$data" \
-		--log-level warn >"$TMP/edge-$n.log" 2>&1 &
+		--log-level warn "$@" >"$TMP/edge-$n.log" 2>&1 &
 	EDGE_PID=$!
 	PIDS+=("$EDGE_PID")
 	for _ in $(seq 100); do curl -fsS http://127.0.0.1:$HTTP_PORT/readyz >/dev/null 2>&1 && break; sleep 0.1; done
@@ -86,6 +91,8 @@ p = lambda q: f"{rtts[int(q * (len(rtts) - 1))]:.1f}" if rtts else "-"
 failpct = 100.0 * (int(calls) - ok) / int(calls)
 cpu = f"{int(ticks) * 1e6 / int(hz) / max(ok, 1):.0f}" if label != "no-edge" else "-"
 print(f"| {label} | {rate} | {ok}/{calls} | {failpct:.2f} | {p(0.5)} | {p(0.99)} | {cpu} | {rss} |")
+with open(tmp + '/ladder.tsv', 'a') as t:
+    t.write(f"{label}\t{rate}\t{failpct:.3f}\t{p(0.5)}\t{p(0.99)}\n".replace('-\t', 'NaN\t').replace('\t-\n', '\tNaN\n'))
 sys.exit(0 if failpct < 1 else 1)
 PY
 }
@@ -105,7 +112,39 @@ for n in $SIZES; do
 	for r in $RATES; do step "edge-$n" $EDGE_PORT "$r" "$EDGE_PID" >>"$TMP/table.md" || break; done
 	stop_pid "$EDGE_PID"
 done
-out="$OUT/sip-ladder-$(date -u +%Y%m%d-%H%M).md"
+if [ "$REDIS" = 1 ]; then
+	RPORT=36379
+	redis-server --port $RPORT --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >"$TMP/redis.log" 2>&1 &
+	RPID=$!
+	PIDS+=("$RPID")
+	sleep 0.5
+	n=${SIZES##* }
+	start_edge "$n" --redis-url "redis://127.0.0.1:$RPORT/0"
+	for r in $RATES; do step "edge-redis-$n" $EDGE_PORT "$r" "$EDGE_PID" >>"$TMP/table.md" || break; done
+	stop_pid "$EDGE_PID"
+fi
+stamp=$(date -u +%Y%m%d-%H%M)
+out="$OUT/sip-ladder-$stamp.md"
+if command -v gnuplot >/dev/null; then
+	# one data block per configuration, for gnuplot's "index"
+	labels=$(cut -f1 "$TMP/ladder.tsv" | awk '!seen[$0]++')
+	: >"$TMP/plot.dat"
+	for l in $labels; do grep -P "^$l\t" "$TMP/ladder.tsv" | cut -f2-; printf '\n\n'; done >"$TMP/plot.dat"
+	{
+		echo "set terminal pngcairo size 1100,450 font ',10'"
+		echo "set output '$OUT/sip-ladder-$stamp.png'"
+		echo "set multiplot layout 1,2 title 'sipedge SIP relay ladder ($stamp, ${DURATION}s steps)'"
+		echo "set xlabel 'offered calls/s'; set ylabel 'failed calls %'; set grid; set key top left"
+		printf "plot "
+		i=0; for l in $labels; do printf "%s'%s' index %d using 1:2 with linespoints title '%s'" "$([ $i -gt 0 ] && echo ', ')" "$TMP/plot.dat" $i "$l"; i=$((i + 1)); done; echo
+		echo "set ylabel 'INVITE→200 ms (p50 solid, p99 dashed)'"
+		printf "plot "
+		i=0; for l in $labels; do printf "%s'%s' index %d using 1:3 with linespoints lc %d title '%s p50', '%s' index %d using 1:4 with linespoints dt 2 lc %d notitle" "$([ $i -gt 0 ] && echo ', ')" "$TMP/plot.dat" $i $((i + 1)) "$l" "$TMP/plot.dat" $i $((i + 1)); i=$((i + 1)); done; echo
+		echo "unset multiplot"
+	} >"$TMP/plot.gp"
+	gnuplot "$TMP/plot.gp" && cp "$OUT/sip-ladder-$stamp.png" "$OUT/latest.png" &&
+		printf '\n![ladder](sip-ladder-%s.png)\n' "$stamp" >>"$TMP/table.md"
+fi
 cp "$TMP/table.md" "$out"
 cp "$TMP/table.md" "$OUT/latest.md"
 cat "$out"
