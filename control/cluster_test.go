@@ -35,11 +35,13 @@ func (e *env) withCluster(cl Cluster) *env {
 
 // runNode makes the env's store a live node "edge-a": Watch feeds a holder and reports
 // every apply to the registry, whose heartbeat interval is an hour, so only those
-// reports move it. It returns the holder.
+// reports move it; leases last an hour, so no node drops out during a test. It returns
+// the holder.
 func (e *env) runNode() *acl.Holder {
 	e.t.Helper()
 	var holder acl.Holder
 	st := e.st
+	st.SetNodeTTL(time.Hour)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = st.Watch(ctx, func(s *acl.Snapshot) { holder.Store(s); st.NotifyApplied(s) }) })
@@ -257,7 +259,7 @@ func TestWaitAllTimeout(t *testing.T) {
 	e := newEnv(t)
 	e.withCluster(e.st)
 	e.runNode()
-	e.beat(0) // node b stays at 0 for good (its lease is 5 s, longer than the test)
+	e.beat(0) // node b stays at 0 for good
 
 	start := time.Now()
 	r := e.do(req{method: "POST", path: "IPAccessControlList/?wait=all&wait_timeout=300ms",

@@ -1,7 +1,8 @@
 // Package control is the sipedge control-plane HTTP API: Plivo Zentrunk–compatible IP
 // access control lists (with Vobiz-style entries), digest credentials and trunks under
-// /v1/Account/{auth_id}/Zentrunk/, an optional admin API that adds accounts, and the
-// OpenAPI document of all of it at /v1/openapi.json.
+// /v1/Account/{auth_id}/Zentrunk/, an optional admin API that adds accounts, the cluster
+// view under /v1/Cluster/ (which live node serves which data-set version; writes accept
+// ?wait=all), and the OpenAPI document of all of it at /v1/openapi.json.
 //
 // Every request is validated here; every write becomes exactly one [store.API] call, so a
 // failed request changes nothing; every error is rendered by one function as JSON

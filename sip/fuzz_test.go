@@ -1,12 +1,18 @@
 package sip
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
+	"github.com/emiago/sipgo/siptest"
 	"github.com/icholy/digest"
 
 	"github.com/sipedge/sipedge/acl"
@@ -124,4 +130,98 @@ func validDigestOracle(req *sipmsg.Request) bool {
 		}
 	}
 	return false
+}
+
+// FuzzRequestPath: raw bytes → sipgo's parser (as configured for the edge) → the server's
+// request handler, with a siptest recorder standing in for the transaction, from a listed
+// or an unlisted source. It never panics, answers with valid status codes, and relays
+// nothing the edge's validation refuses: whatever reaches the upstream (a UDP socket of
+// the test) parses, passes validation, carries no Proxy-Authorization and came from a
+// request that passed validation itself.
+func FuzzRequestPath(f *testing.F) {
+	up, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer up.Close()
+	cfg := baseConfig()
+	cfg.Upstream = "sip:" + up.LocalAddr().String()
+	cfg.UpstreamTimeout = 20 * time.Millisecond
+	cfg.BanThreshold = -1 // keep every source judged, not banned
+	cfg.SlogLogger = slog.New(slog.DiscardHandler)
+	s, err := New(cfg, policyOf(mustCompile(f, testDataset(""))))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); s.ua.Close() }()
+	s.runCtx = ctx
+	s.addr = ap("127.0.0.1:5060")
+	s.adv = advertised{host: "127.0.0.1", port: 5060}
+	parser := sipmsg.NewParser()
+	parser.MaxMessageLength = s.cfg.MaxMessageBytes
+
+	files, _ := filepath.Glob(filepath.Join("testdata", "torture", "*", "*.dat"))
+	for _, file := range files {
+		if b, err := os.ReadFile(file); err == nil {
+			f.Add(b, uint8(0))
+		}
+	}
+	for _, m := range []string{"INVITE", "OPTIONS", "BYE", "ACK", "CANCEL", "REGISTER", "INFO"} {
+		f.Add(rawRequest(m, "sip:service@127.0.0.1:5060"), uint8(0))
+		f.Add(rawRequest(m, "sip:100@t1.example.org", "To: <sip:x@y>;tag=t"), uint8(1))
+	}
+	f.Add(rawRequest("INVITE", "sip:service@127.0.0.1:5060", "Proxy-Require: foo"), uint8(0))
+	f.Add(rawRequest("INVITE", "sip:service@127.0.0.1:5060?Route=%3Csip:x%3E"), uint8(0))
+
+	buf := make([]byte, 65535)
+	f.Fuzz(func(t *testing.T, raw []byte, which uint8) {
+		msg, err := parser.ParseSIP(raw)
+		if err != nil {
+			return
+		}
+		req, ok := msg.(*sipmsg.Request)
+		if !ok {
+			return
+		}
+		if _, err := sipmsg.ServerTxKeyMake(req); err != nil {
+			return // sipgo answers 400 itself and never calls the handler (no Via, CSeq, …)
+		}
+		src := fuzzSources[int(which)%len(fuzzSources)]
+		req.SetSource(src.String())
+		req.SetTransport("UDP")
+		valid := validateRequest(req) == ""
+		rec := siptest.NewServerTxRecorder(req)
+		s.handle(req, rec)
+		for _, res := range rec.Result() {
+			if res.StatusCode < 100 || res.StatusCode > 699 {
+				t.Fatalf("answered status %d", res.StatusCode)
+			}
+		}
+		// The handler returns after the relay ended: anything sent is queued by now.
+		for {
+			_ = up.SetReadDeadline(time.Now().Add(time.Millisecond))
+			n, err := up.Read(buf)
+			if err != nil {
+				break
+			}
+			fw, err := sipmsg.ParseMessage(buf[:n])
+			if err != nil {
+				t.Fatalf("relayed an unparsable message: %v\n%s", err, buf[:n])
+			}
+			fwReq, ok := fw.(*sipmsg.Request)
+			if !ok {
+				t.Fatalf("sent a response upstream:\n%s", buf[:n])
+			}
+			if !valid {
+				t.Fatalf("relayed a request that failed validation (%s):\n%s", validateRequest(req), raw)
+			}
+			if r := validateRequest(fwReq); r != "" {
+				t.Fatalf("relayed request fails validation (%s):\n%s", r, buf[:n])
+			}
+			if fwReq.GetHeader("Proxy-Authorization") != nil {
+				t.Fatalf("relayed Proxy-Authorization:\n%s", buf[:n])
+			}
+		}
+	})
 }

@@ -25,9 +25,15 @@ import (
 // INVITEs, three "invalid" ones are relayed on purpose: RFC 4475 says a proxy forwards
 // them and leaves the verdict to the UAS (baddate: a Date the proxy does not need;
 // invut: an unknown body type, 415 is the UAS's; sdp01: an Accept the UAS cannot meet).
-// Every other message is answered by the edge itself (400, 405, 420, 483, 200 to OPTIONS)
-// or dropped by the parser.
-var tortureRelayed = []string{"valid/esc01", "valid/longreq", "invalid/baddate", "invalid/invut", "invalid/sdp01"}
+// Every other message is answered by the edge itself (400, 405, 420, 483, 200 to
+// OPTIONS) or dropped by the parser; nothing from an unlisted source is relayed.
+var tortureRelayed = []string{"invalid/baddate", "invalid/invut", "invalid/sdp01", "valid/esc01", "valid/longreq"}
+
+// tortureMayRelay may or may not be relayed: over TCP the INVITE that follows dblreq's
+// REGISTER is a message of its own, but the garbage after its body makes sipgo close the
+// connection, and whether its transaction was created before that is a race (afterwards
+// sipgo would dial the Via host, which the edge's dial guard refuses).
+var tortureMayRelay = map[string]bool{"valid/dblreq": true}
 
 // upstreamCatcher is an upstream that records every datagram and answers nothing.
 type upstreamCatcher struct {
@@ -102,7 +108,7 @@ func TestTortureReplay(t *testing.T) {
 		t.Fatalf("torture files: %d, %v", len(files), err)
 	}
 	msgs := map[string][]byte{}
-	byCallID := map[string]string{}
+	byCallID := map[string]string{} // every request in every file (a stream may hold two)
 	maxFwd := map[string]uint32{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -111,13 +117,16 @@ func TestTortureReplay(t *testing.T) {
 		}
 		name := strings.TrimSuffix(strings.TrimPrefix(filepath.ToSlash(f), "testdata/torture/"), ".dat")
 		msgs[name] = b
-		if m, err := sipmsg.ParseMessage(b); err == nil && m.CallID() != nil {
-			byCallID[string(*m.CallID())] = name
-			if r, ok := m.(*sipmsg.Request); ok && r.MaxForwards() != nil {
-				maxFwd[string(*m.CallID())] = r.MaxForwards().Val()
+		_ = sipmsg.NewParser().NewSIPStream().ParseSIPStream(b, func(m sipmsg.Message) {
+			if r, ok := m.(*sipmsg.Request); ok && r.CallID() != nil {
+				byCallID[string(*r.CallID())] = name
+				if r.MaxForwards() != nil {
+					maxFwd[string(*r.CallID())] = r.MaxForwards().Val()
+				}
 			}
-		}
+		})
 	}
+	names := slices.Sorted(maps.Keys(msgs))
 
 	// sipgo logs every unparsable message at Error, with the whole message; the TCP
 	// transport always through its default logger.
@@ -128,83 +137,95 @@ func TestTortureReplay(t *testing.T) {
 
 	up := newUpstreamCatcher(t)
 	baseline := runtime.NumGoroutine()
-	names := make([]string, 0, len(msgs))
-	for n := range msgs {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	// Identical copies over both transports would be retransmissions of one transaction
-	// (same branch): each transport gets its own edge.
+	// Each run gets its own edge: the same message from two sources, or over two
+	// transports, would be a retransmission of one transaction (same Via branch).
 	for _, tp := range []string{"UDP", "TCP"} {
-		t.Run(tp, func(t *testing.T) {
-			cfg := baseConfig()
-			cfg.Upstream = up.uri()
-			cfg.UpstreamTimeout = 300 * time.Millisecond
-			cfg.RateLimitRequests = -1 // this test is about parsing, not flooding
-			cfg.SlogLogger = quiet
-			edge, err := New(cfg, policyOf(mustCompile(t, testDataset(""))))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			runErr := make(chan error, 1)
-			go func() { runErr <- edge.Run(ctx) }()
-			<-edge.Ready()
-			before := len(up.messages())
-
-			for _, src := range []string{"127.0.0.2", "127.0.0.9"} {
-				if tp == "UDP" {
-					udp := newRawUDP(t, src, edge.Addr())
-					for _, n := range names {
-						udp.send(msgs[n])
-					}
-					continue
+		for _, src := range []string{"127.0.0.2", "127.0.0.9"} {
+			t.Run(tp+" from "+src, func(t *testing.T) {
+				var want []string
+				if src == "127.0.0.2" {
+					want = tortureRelayed
 				}
-				var wg sync.WaitGroup
-				for _, n := range names {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						c := dialRawTCP(t, src, edge.Addr())
-						c.write(msgs[n])
-						c.final(200 * time.Millisecond)
-						c.conn.Close()
-					}()
-				}
-				wg.Wait()
-			}
-
-			want := slices.Sorted(slices.Values(tortureRelayed))
-			relayedNow := func() []string {
-				relayed := map[string]bool{}
-				for _, raw := range up.messages()[before:] {
-					id := checkRelayed(t, raw, func(id string) (uint32, bool) { mf, ok := maxFwd[id]; return mf, ok })
-					name, ok := byCallID[id]
-					if !ok {
-						t.Fatalf("relayed a message that was never sent (Call-ID %q)", id)
-					}
-					relayed[name] = true
-				}
-				return slices.Sorted(maps.Keys(relayed))
-			}
-			eventually(t, 5*time.Second, "the acceptable INVITEs relayed", func() bool { return len(relayedNow()) >= len(want) })
-			// Still serving; every relay finished (each waits UpstreamTimeout for silence).
-			if code := newRawUDP(t, "127.0.0.2", edge.Addr()).options(); code != 200 {
-				t.Fatalf("edge answers OPTIONS %d after the torture run", code)
-			}
-			time.Sleep(cfg.UpstreamTimeout)
-			eventually(t, 5*time.Second, "relays to finish", func() bool { return edge.ActiveCalls() == 0 })
-			if got := relayedNow(); !slices.Equal(got, want) {
-				t.Fatalf("relayed %v, want %v", got, want)
-			}
-
-			cancel()
-			if err := <-runErr; err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool {
-				return runtime.NumGoroutine() <= baseline+2
+				tortureRun(t, up, tp, src, names, msgs, byCallID, maxFwd, want)
+				eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool {
+					return runtime.NumGoroutine() <= baseline+2
+				})
 			})
-		})
+		}
+	}
+}
+
+func tortureRun(t *testing.T, up *upstreamCatcher, tp, src string, names []string, msgs map[string][]byte,
+	byCallID map[string]string, maxFwd map[string]uint32, want []string) {
+	cfg := baseConfig()
+	cfg.Upstream = up.uri()
+	cfg.UpstreamTimeout = 300 * time.Millisecond
+	cfg.RateLimitRequests = -1 // this test is about parsing, not flooding
+	cfg.SlogLogger = sipmsg.DefaultLogger()
+	edge, err := New(cfg, policyOf(mustCompile(t, testDataset(""))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- edge.Run(ctx) }()
+	<-edge.Ready()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	before := len(up.messages())
+
+	if tp == "UDP" {
+		udp := newRawUDP(t, src, edge.Addr())
+		for _, n := range names {
+			udp.send(msgs[n])
+		}
+	} else {
+		var wg sync.WaitGroup
+		for _, n := range names {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := dialRawTCP(t, src, edge.Addr())
+				c.write(msgs[n])
+				c.final(200 * time.Millisecond)
+				c.conn.Close()
+			}()
+		}
+		wg.Wait()
+	}
+
+	relayedNow := func() []string {
+		relayed := map[string]bool{}
+		for _, raw := range up.messages()[before:] {
+			id := checkRelayed(t, raw, func(id string) (uint32, bool) { mf, ok := maxFwd[id]; return mf, ok })
+			name, ok := byCallID[id]
+			if !ok {
+				t.Fatalf("relayed a message that was never sent (Call-ID %q)", id)
+			}
+			if !tortureMayRelay[name] {
+				relayed[name] = true
+			}
+		}
+		return slices.Sorted(maps.Keys(relayed))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for got := relayedNow(); len(got) < len(want); got = relayedNow() {
+		if time.Now().After(deadline) {
+			t.Fatalf("relayed only %v, want %v", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Still serving; every relay finished (each waits UpstreamTimeout for silence).
+	if code := newRawUDP(t, "127.0.0.2", edge.Addr()).options(); code != 200 {
+		t.Fatalf("edge answers OPTIONS %d after the torture run", code)
+	}
+	time.Sleep(cfg.UpstreamTimeout)
+	eventually(t, 5*time.Second, "relays to finish", func() bool { return edge.ActiveCalls() == 0 })
+	if got := relayedNow(); !slices.Equal(got, want) {
+		t.Fatalf("relayed %v, want %v", got, want)
 	}
 }

@@ -76,6 +76,7 @@ func TestPropagationBench(t *testing.T) {
 		}
 
 		// Isolated writes.
+		compile0 := c.compileSeconds(t)
 		var holders, registry []time.Duration
 		for range writes {
 			v := add()
@@ -103,6 +104,7 @@ func TestPropagationBench(t *testing.T) {
 			burstLat = append(burstLat, max(c.servedAt(t, m.v).Sub(m.at), 0))
 		}
 		applies := c.applies()
+		perCompile := meanCompile(compile0, c.compileSeconds(t))
 
 		t.Logf("propagation, 3 nodes on one Redis, %d writes each (UpdateACL adding one entry; %d ACLs, up to %d entries):",
 			writes, acls, acls*10+2*writes)
@@ -112,6 +114,7 @@ func TestPropagationBench(t *testing.T) {
 		t.Logf("  %-44s %s", "burst: write return → every holder", row(burstLat))
 		t.Logf("  burst: %d writes in %v (%.0f/s); snapshots applied per node over the whole run: %v",
 			writes, elapsed.Round(time.Millisecond), float64(writes)/elapsed.Seconds(), applies)
+		t.Logf("  mean compile (acl.Compile) per node: %v", perCompile)
 	})
 
 	t.Run("100k entries", func(t *testing.T) {
@@ -153,12 +156,7 @@ func TestPropagationBench(t *testing.T) {
 			c.waitAll(t, v)
 			lat = append(lat, c.servedAt(t, v).Sub(returned))
 		}
-		compile1 := c.compileSeconds(t)
-		var perCompile []time.Duration
-		for i := range c.nodes {
-			n := compile1[i].count - compile0[i].count
-			perCompile = append(perCompile, time.Duration((compile1[i].sum-compile0[i].sum)/float64(n)*float64(time.Second)))
-		}
+		perCompile := meanCompile(compile0, c.compileSeconds(t))
 		if snap := c.nodes[2].holder.Load(); !snap.Allows(acl.TrunkID(fmt.Sprintf("t-%d", (rounds-1)%acls)), benchAddr(acls*per+rounds-1)) {
 			t.Fatal("the last change is not served")
 		}
@@ -350,6 +348,17 @@ func (c *benchCluster) compileSeconds(t *testing.T) []histo {
 				h := mf.GetMetric()[0].GetHistogram()
 				out[i] = histo{h.GetSampleSum(), h.GetSampleCount()}
 			}
+		}
+	}
+	return out
+}
+
+// meanCompile is each node's mean compile time between two readings.
+func meanCompile(before, after []histo) []time.Duration {
+	out := make([]time.Duration, len(after))
+	for i := range after {
+		if n := after[i].count - before[i].count; n > 0 {
+			out[i] = time.Duration((after[i].sum - before[i].sum) / float64(n) * float64(time.Second)).Round(time.Microsecond)
 		}
 	}
 	return out

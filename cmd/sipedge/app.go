@@ -95,7 +95,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	if err := apiCfg.Validate(); err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
-	api := control.New(apiCfg, st)
+	api := control.New(apiCfg, st, control.WithCluster(st))
 
 	ops := &opsHandler{cfg: cfg, holder: &holder, store: st, sip: sipSrv, started: time.Now()}
 	registerNodeMetrics(reg, &holder, st, sipSrv, ops)
@@ -142,11 +142,17 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		})
 	}
 	g.Go(func() error {
-		err := st.Watch(gctx, holder.Store)
+		err := st.Watch(gctx, func(s *acl.Snapshot) {
+			holder.Store(s)
+			st.NotifyApplied(s) // the heartbeat reports the new version at once (?wait=all)
+		})
 		if gctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("store watch: %w", err)
+	})
+	g.Go(func() error {
+		return st.RunHeartbeat(gctx, st.SelfStatus(cfg.NodeID, advertised(cfg), time.Now()), store.DefaultHeartbeat)
 	})
 	g.Go(func() error {
 		if err := sipSrv.Run(gctx); err != nil && gctx.Err() == nil {
@@ -199,6 +205,14 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return nil
 	}
 	return err
+}
+
+// advertised is the SIP address other nodes and operators see for this node.
+func advertised(cfg Config) string {
+	if cfg.SIPAdvertise != "" {
+		return cfg.SIPAdvertise
+	}
+	return cfg.SIPListen
 }
 
 // inFlight counts what a drain waits for: calls being set up and answered dialogs.

@@ -121,6 +121,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, envErr
 	}
 	c.DigestAlgorithms = splitList(algs)
+	if c.NodeID == "" {
+		host, _ := os.Hostname()
+		_, port, _ := strings.Cut(c.SIPListen[strings.LastIndex(c.SIPListen, ":"):], ":")
+		c.NodeID = host + ":" + port
+	}
 	if c.SIPRealm == "" {
 		c.SIPRealm = c.SIPDomain
 	}
@@ -235,6 +240,9 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("--%s %q: want debug, info, warn or error", name, l)
 		}
+	}
+	if c.NodeID == "" || len(c.NodeID) > 128 || strings.ContainsAny(c.NodeID, " /\r\n\t") {
+		return fmt.Errorf("--node-id %q: want 1-128 characters without spaces or slashes", c.NodeID)
 	}
 	if strings.ContainsAny(c.UserAgent, "\r\n") {
 		return errors.New("--user-agent: must not contain line breaks")
