@@ -192,7 +192,11 @@ func FuzzRequestPath(f *testing.F) {
 		req.SetTransport("UDP")
 		valid := validateRequest(req) == ""
 		rec := siptest.NewServerTxRecorder(req)
+		start := time.Now()
 		s.handle(req, rec)
+		if d := time.Since(start); d > 3*time.Second { // UpstreamTimeout is 20 ms: a hang
+			t.Fatalf("handler took %v:\n%s", d, raw)
+		}
 		for _, res := range rec.Result() {
 			if res.StatusCode < 100 || res.StatusCode > 699 {
 				t.Fatalf("answered status %d", res.StatusCode)
