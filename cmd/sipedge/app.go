@@ -23,6 +23,7 @@ import (
 
 	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/control"
+	"github.com/sipedge/sipedge/hits"
 	"github.com/sipedge/sipedge/sip"
 	"github.com/sipedge/sipedge/store"
 )
@@ -86,22 +87,29 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	}
 
 	apiCfg := control.Config{
-		SIPDomain:  cfg.SIPDomain,
-		Realm:      cfg.SIPRealm,
-		AdminToken: cfg.Secrets.AdminToken,
-		Logger:     log,
-		Registerer: reg,
+		SIPDomain:      cfg.SIPDomain,
+		Realm:          cfg.SIPRealm,
+		AdminToken:     cfg.Secrets.AdminToken,
+		APIAllow:       cfg.apiAllow,
+		TrustedProxies: cfg.trustedProxies,
+		Logger:         log,
+		Registerer:     reg,
 	}
 	if err := apiCfg.Validate(); err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
-	api := control.New(apiCfg, st, control.WithCluster(st))
+	// Per-entry hit counts: counted lock-free on the SIP path, flushed every 10 s.
+	// TODO(store): aggregate in the store across nodes; until then each node keeps its own.
+	var hitStore hits.Memory
+	rec := hits.New(hits.WithLogger(log.With().Str("component", "hits").Logger()), hits.WithRegisterer(reg))
+	api := control.New(apiCfg, st, control.WithCluster(st), control.WithSnapshot(holder.Load),
+		control.WithBans(sipSrv.Bans()), control.WithHits(&hitStore))
 
 	ops := &opsHandler{cfg: cfg, holder: &holder, store: st, sip: sipSrv, started: time.Now()}
 	registerNodeMetrics(reg, &holder, st, sipSrv, ops)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.Handler())
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", api.Guard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	mux.HandleFunc("GET /healthz", ops.healthz)
 	mux.HandleFunc("GET /readyz", ops.readyz)
 	httpSrv := &http.Server{
@@ -151,6 +159,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		}
 		return fmt.Errorf("store watch: %w", err)
 	})
+	g.Go(func() error { return rec.Run(gctx, hitStore.AddHits, hits.DefaultFlushInterval) })
 	g.Go(func() error {
 		return st.RunHeartbeat(gctx, st.SelfStatus(cfg.NodeID, advertised(cfg), time.Now()), store.DefaultHeartbeat)
 	})

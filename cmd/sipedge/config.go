@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sipedge/sipedge/acl"
+	"github.com/sipedge/sipedge/control"
 )
 
 // Config is everything sipedge needs to start, from flags and SIPEDGE_* environment variables.
@@ -36,6 +37,10 @@ type Config struct {
 	UserAgent         string
 	TransactionLinger time.Duration
 	ShowVersion       bool
+	APIAllow          string // comma-separated CIDRs; "" = every source
+	TrustedProxies    string // comma-separated CIDRs of load balancers (PROXY protocol, X-Forwarded-For)
+
+	apiAllow, trustedProxies []netip.Prefix // parsed by Validate
 
 	Secrets secrets
 }
@@ -97,6 +102,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "name of this node in the cluster view (default: hostname + random suffix)")
 	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "Server/User-Agent header the edge sends (no version by default)")
 	fs.DurationVar(&c.TransactionLinger, "transaction-linger", c.TransactionLinger, "how long finished SIP transactions are kept for retransmissions (0: RFC 3261 64*T1 = 32s)")
+	fs.StringVar(&c.APIAllow, "api-allow", c.APIAllow, "comma-separated CIDRs allowed to reach the HTTP API and /metrics (default: everyone)")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated CIDRs of load balancers whose PROXY protocol (SIP over TCP) and X-Forwarded-For (HTTP) are believed")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -240,6 +247,13 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("--%s %q: want debug, info, warn or error", name, l)
 		}
+	}
+	var err error
+	if c.apiAllow, err = control.ParsePrefixes(c.APIAllow); err != nil {
+		return fmt.Errorf("--api-allow: %w", err)
+	}
+	if c.trustedProxies, err = control.ParsePrefixes(c.TrustedProxies); err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
 	if c.NodeID == "" || len(c.NodeID) > 128 || strings.ContainsAny(c.NodeID, " /\r\n\t") {
 		return fmt.Errorf("--node-id %q: want 1-128 characters without spaces or slashes", c.NodeID)
