@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,8 +131,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	c.DigestAlgorithms = splitList(algs)
 	if c.NodeID == "" {
 		host, _ := os.Hostname()
-		_, port, _ := strings.Cut(c.SIPListen[strings.LastIndex(c.SIPListen, ":"):], ":")
-		c.NodeID = host + ":" + port
+		if ap, err := netip.ParseAddrPort(c.SIPListen); err == nil {
+			host += ":" + strconv.Itoa(int(ap.Port()))
+		}
+		c.NodeID = host
 	}
 	if c.SIPRealm == "" {
 		c.SIPRealm = c.SIPDomain
