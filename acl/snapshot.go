@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -30,7 +31,11 @@ type TrunkPolicy struct {
 	// HasACL reports that the trunk names an IP ACL that exists and is valid. Its enabled
 	// entries (possibly none) are what [Snapshot.Allows] checks. False when the trunk names
 	// no ACL, or one that is missing or invalid: the trunk then accepts no IP.
-	HasACL           bool
+	HasACL bool
+	// ACLUUID is the ipacl_uuid the trunk names, as stored ("" = none), whether or not it
+	// resolved (see HasACL). It lets slow paths ([Snapshot.Explain]) and hit counting
+	// ([Snapshot.MatchedEntry]) name the entry that let a source in.
+	ACLUUID          string
 	Credential       *Credential // nil = none (or the named credential is missing/invalid)
 	DigestAlgorithms []string    // nil = the deployment default order; only DigestMD5 and DigestSHA256
 	MaxCPS           int
@@ -104,6 +109,7 @@ type aclState struct {
 	uuid     string
 	valid    bool           // passed ValidateACL (and its uuid is unique in the data set)
 	prefixes []netip.Prefix // enabled entries, sorted by comparePrefix
+	entryIDs []string       // entryIDs[i] is the id of the entry of prefixes[i]
 	self     []string       // []string{uuid}, shared by the prefixVals this ACL alone owns
 }
 
@@ -253,6 +259,7 @@ func (s *Snapshot) compileTrunks(in []Trunk, credByUUID map[string]*Credential) 
 			Enabled:       t.Status == TrunkEnabled,
 			Domain:        lowerASCII(t.Domain),
 			Upstream:      t.UpstreamURI,
+			ACLUUID:       t.ACLUUID,
 			MaxCPS:        t.MaxCPS,
 			MaxConcurrent: t.MaxConcurrent,
 		}
@@ -356,15 +363,40 @@ func newACLState(a *IPACL, named bool) (*aclState, error) {
 		return st, nil
 	}
 	st.self = []string{a.UUID}
+	n := 0
+	for _, e := range a.Entries {
+		if e.Enabled {
+			n++
+		}
+	}
+	if n == 0 {
+		return st, nil
+	}
+	st.prefixes = make([]netip.Prefix, 0, n)
+	st.entryIDs = make([]string, 0, n)
 	for _, e := range a.Entries {
 		if !e.Enabled {
 			continue
 		}
 		p, _ := ParsePrefix(e.IPAddress) // validated above
 		st.prefixes = append(st.prefixes, p)
+		st.entryIDs = append(st.entryIDs, e.ID)
 	}
-	slices.SortFunc(st.prefixes, comparePrefix)
+	sort.Sort(byPrefix{st.prefixes, st.entryIDs})
 	return st, nil
+}
+
+// byPrefix sorts prefixes by comparePrefix and their entry ids along with them.
+type byPrefix struct {
+	p  []netip.Prefix
+	id []string
+}
+
+func (b byPrefix) Len() int           { return len(b.p) }
+func (b byPrefix) Less(i, j int) bool { return comparePrefix(b.p[i], b.p[j]) < 0 }
+func (b byPrefix) Swap(i, j int) {
+	b.p[i], b.p[j] = b.p[j], b.p[i]
+	b.id[i], b.id[j] = b.id[j], b.id[i]
 }
 
 // findACL returns the index of uuid in acls, or where it would be inserted.

@@ -141,21 +141,30 @@ func (c *call) awaitPropagation(v uint64) string {
 	return p
 }
 
-// awaitVersion polls the registry until every live node (at least one) has applied v, or
-// timeout. It returns the last counts it saw and whether they were complete. A registry
-// error counts as not yet: the write is committed either way.
+// awaitVersion polls the registry until every live node (at least one) serves v of the
+// current data set (same epoch, version ≥ v), or timeout. It returns the last counts it
+// saw and whether they were complete. A registry or store error counts as not yet: the
+// write is committed either way.
 func (s *Server) awaitVersion(ctx context.Context, v uint64, timeout time.Duration) (served, live int, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pause := waitPollMin
 	t := time.NewTimer(pause)
 	defer t.Stop()
+	var head *store.Head // the epoch v belongs to, read once
 	for {
-		if nodes, err := s.cluster.Nodes(ctx); err == nil {
-			served, live = len(nodes)-len(behind(nodes, v)), len(nodes)
+		if head == nil {
+			if h, err := s.st.Head(ctx); err == nil {
+				head = &h
+			}
+		}
+		if nodes, err := s.cluster.Nodes(ctx); err == nil && head != nil {
+			served, live = len(nodes)-len(behind(nodes, *head, v)), len(nodes)
 			if live > 0 && served == live {
 				return served, live, true
 			}
+		} else if err == nil {
+			live = len(nodes)
 		}
 		t.Reset(pause)
 		select {
@@ -167,11 +176,13 @@ func (s *Server) awaitVersion(ctx context.Context, v uint64, timeout time.Durati
 	}
 }
 
-// behind returns the nodes that have not applied version v yet.
-func behind(nodes []store.NodeStatus, v uint64) []store.NodeStatus {
+// behind returns the nodes that do not serve version v of the data set whose head is h:
+// they applied an older version, or a snapshot of another epoch (a data set that was
+// wiped and reseeded restarts its versions, so a number alone proves nothing).
+func behind(nodes []store.NodeStatus, h store.Head, v uint64) []store.NodeStatus {
 	var out []store.NodeStatus
 	for _, n := range nodes {
-		if n.AppliedVersion < v {
+		if !n.Serves(h, v) {
 			out = append(out, n)
 		}
 	}
@@ -209,6 +220,7 @@ func (s *Server) authAnyAccount(c *call) error {
 type nodeObject struct {
 	NodeID         string  `json:"node_id"`
 	AppliedVersion uint64  `json:"applied_version"`
+	Epoch          *string `json:"epoch"`
 	AppliedAt      *string `json:"applied_at"`
 	Address        string  `json:"address"`
 	StartedAt      *string `json:"started_at"`
@@ -217,7 +229,7 @@ type nodeObject struct {
 func toNodeObjects(nodes []store.NodeStatus) []nodeObject {
 	out := make([]nodeObject, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, nodeObject{NodeID: n.NodeID, AppliedVersion: n.AppliedVersion,
+		out = append(out, nodeObject{NodeID: n.NodeID, AppliedVersion: n.AppliedVersion, Epoch: nullable(n.Epoch),
 			AppliedAt: optStamp(n.AppliedAt), Address: n.Address, StartedAt: optStamp(n.StartedAt)})
 	}
 	return out
@@ -234,6 +246,7 @@ func optStamp(t time.Time) *string {
 type clusterBody struct {
 	APIID       string       `json:"api_id"`
 	DataVersion uint64       `json:"data_version"`
+	DataEpoch   *string      `json:"data_epoch"`
 	LiveNodes   int          `json:"live_nodes"`
 	Nodes       []nodeObject `json:"nodes"`
 }
@@ -242,40 +255,42 @@ type versionBody struct {
 	APIID       string       `json:"api_id"`
 	Version     uint64       `json:"version"`
 	DataVersion uint64       `json:"data_version"`
+	DataEpoch   *string      `json:"data_epoch"`
 	ServedBy    int          `json:"served_by"`
 	LiveNodes   int          `json:"live_nodes"`
 	Message     string       `json:"message"`
 	NodesBehind []nodeObject `json:"nodes_behind"`
 }
 
-// clusterState reads the live nodes and the current data-set version.
-func (s *Server) clusterState(c *call) ([]store.NodeStatus, uint64, error) {
+// clusterState reads the live nodes and the current data-set version and epoch.
+func (s *Server) clusterState(c *call) ([]store.NodeStatus, store.Head, error) {
 	if s.cluster == nil {
-		return nil, 0, notFound("no cluster registry on this server")
+		return nil, store.Head{}, notFound("no cluster registry on this server")
 	}
 	nodes, err := s.cluster.Nodes(c.r.Context())
 	if err != nil {
-		return nil, 0, err
+		return nil, store.Head{}, err
 	}
-	v, err := s.st.Version(c.r.Context())
+	h, err := s.st.Head(c.r.Context())
 	if err != nil {
-		return nil, 0, err
+		return nil, store.Head{}, err
 	}
-	return nodes, v, nil
+	return nodes, h, nil
 }
 
 // clusterNodes lists the live nodes and the version each serves.
 func (s *Server) clusterNodes(c *call) error {
-	nodes, dv, err := s.clusterState(c)
+	nodes, h, err := s.clusterState(c)
 	if err != nil {
 		return err
 	}
-	c.writeJSON(http.StatusOK, clusterBody{APIID: c.apiID, DataVersion: dv, LiveNodes: len(nodes), Nodes: toNodeObjects(nodes)})
+	c.writeJSON(http.StatusOK, clusterBody{APIID: c.apiID, DataVersion: h.Version, DataEpoch: nullable(h.Epoch),
+		LiveNodes: len(nodes), Nodes: toNodeObjects(nodes)})
 	return nil
 }
 
 // clusterVersion answers how many live nodes serve data-set version {version} (the
-// X-Sipedge-Version of a write) or a later one.
+// X-Sipedge-Version of a write) or a later one of the current epoch.
 func (s *Server) clusterVersion(c *call) error {
 	if s.cluster == nil {
 		return notFound("no cluster registry on this server")
@@ -285,14 +300,14 @@ func (s *Server) clusterVersion(c *call) error {
 	if err != nil {
 		return badRequest("version %q: must be a non-negative integer (a data-set version, as in X-Sipedge-Version)", raw)
 	}
-	nodes, dv, err := s.clusterState(c)
+	nodes, h, err := s.clusterState(c)
 	if err != nil {
 		return err
 	}
-	late := behind(nodes, v)
+	late := behind(nodes, h, v)
 	served := len(nodes) - len(late)
 	c.writeJSON(http.StatusOK, versionBody{
-		APIID: c.apiID, Version: v, DataVersion: dv, ServedBy: served, LiveNodes: len(nodes),
+		APIID: c.apiID, Version: v, DataVersion: h.Version, DataEpoch: nullable(h.Epoch), ServedBy: served, LiveNodes: len(nodes),
 		Message:     fmt.Sprintf("served by %d of %d live nodes", served, len(nodes)),
 		NodesBehind: toNodeObjects(late),
 	})

@@ -40,11 +40,10 @@ func (e *env) withCluster(cl Cluster) *env {
 func (e *env) runNode() *acl.Holder {
 	e.t.Helper()
 	var holder acl.Holder
-	st := e.st
-	st.SetNodeTTL(time.Hour)
+	st := e.st // opened with leases of an hour (see env.open)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = st.Watch(ctx, func(s *acl.Snapshot) { holder.Store(s); st.NotifyApplied(s) }) })
+	wg.Go(func() { _ = st.Watch(ctx, holder.Store) }) // Watch reports each apply itself
 	wg.Go(func() { _ = st.RunHeartbeat(ctx, st.SelfStatus("edge-a", "192.0.2.1:5060", time.Now()), time.Hour) })
 	e.t.Cleanup(func() { cancel(); wg.Wait() })
 	v := e.version()
@@ -82,13 +81,28 @@ func (e *env) waitNode(id string, v uint64) {
 	}
 }
 
-// beat reports node "edge-b" (test-controlled) at version v.
+// beat reports node "edge-b" (test-controlled) at version v of the current epoch.
 func (e *env) beat(v uint64) {
 	e.t.Helper()
+	e.beatEpoch(v, e.head().Epoch)
+}
+
+// beatEpoch reports node "edge-b" at version v of epoch.
+func (e *env) beatEpoch(v uint64, epoch string) {
+	e.t.Helper()
 	if err := e.st.Heartbeat(context.Background(), store.NodeStatus{NodeID: "edge-b", AppliedVersion: v,
-		AppliedAt: time.Now(), Address: "192.0.2.2:5060"}); err != nil {
+		Epoch: epoch, AppliedAt: time.Now(), Address: "192.0.2.2:5060"}); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+func (e *env) head() store.Head {
+	e.t.Helper()
+	h, err := e.st.Head(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return h
 }
 
 // async sends an authenticated JSON request on its own goroutine; the result arrives on

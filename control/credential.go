@@ -104,11 +104,12 @@ func (s *Server) createCredential(c *call) error {
 	now := s.clock()
 	cr := acl.Credential{UUID: uuid.NewString(), Account: c.account, Name: name, Username: user, CreatedAt: now, UpdatedAt: now}
 	setPassword(&cr, s.realm, *req.Password)
+	ans := c.expect(http.StatusCreated, "Credential created", "credential_uuid", cr.UUID)
 	v, err := s.st.CreateCredential(c.r.Context(), cr)
 	if err != nil {
 		return takenUsername(err, user)
 	}
-	return c.done(http.StatusCreated, v, "Credential created", "credential_uuid", cr.UUID, nil)
+	return c.reply(ans, v)
 }
 
 func (s *Server) getCredential(c *call) error {
@@ -119,6 +120,7 @@ func (s *Server) getCredential(c *call) error {
 	}
 	o := toCredentialObject(&cr)
 	o.APIID = c.apiID
+	c.etag(store.ETag(cr))
 	c.writeJSON(http.StatusOK, o)
 	return nil
 }
@@ -152,6 +154,7 @@ func (s *Server) updateCredential(c *call) error {
 			return err
 		}
 	}
+	ans := c.expect(http.StatusAccepted, "Credential updated", "credential_uuid", id)
 	_, v, err := s.st.UpdateCredential(c.r.Context(), c.account, id, func(cr *acl.Credential) error {
 		if req.Username != nil && user != cr.Username && req.Password == nil {
 			return invalid("changing username needs password too: the stored digests cover the username")
@@ -171,7 +174,7 @@ func (s *Server) updateCredential(c *call) error {
 	if err != nil {
 		return takenUsername(notFoundCredential(err, id), user)
 	}
-	return c.done(http.StatusAccepted, v, "Credential updated", "credential_uuid", id, nil)
+	return c.reply(ans, v)
 }
 
 func (s *Server) deleteCredential(c *call) error {

@@ -46,10 +46,14 @@ type errorBody struct {
 // fail renders err as {api_id, error} with the status it maps to. This is the only place
 // that turns errors into responses:
 //
+//	*store.ReplayError              not an error: the recorded answer of the
+//	                                idempotent request this one repeats
 //	*apiError                       its own status
 //	*http.MaxBytesError             413
 //	*acl.ValidationError            422 (every bad value named)
 //	store.InUseError                409 naming the trunks
+//	store.ErrPreconditionFailed     412 (If-Match)
+//	store.ErrIdempotencyMismatch    422 (Idempotency-Key reused)
 //	store.ErrNotFound               404
 //	store.ErrConflict               409
 //	store.ErrInvalidRef, ErrInvalid 422
@@ -61,7 +65,13 @@ func (c *call) fail(err error) {
 		tooBig *http.MaxBytesError
 		inUse  *store.InUseError
 		bad    *acl.ValidationError
+		replay *store.ReplayError
 	)
+	if errors.As(err, &replay) && c.w.code == 0 {
+		if err = c.replay(replay.Response); err == nil {
+			return
+		}
+	}
 	status, msg := http.StatusInternalServerError, "internal error"
 	switch {
 	case errors.As(err, &ae):
@@ -78,6 +88,12 @@ func (c *call) fail(err error) {
 	case errors.As(err, &inUse):
 		status, msg = http.StatusConflict, fmt.Sprintf("%s %s is used by trunks %s: detach or delete them first",
 			kindName(inUse.Kind), inUse.ID, strings.Join(inUse.Trunks, ", "))
+	case errors.Is(err, store.ErrPreconditionFailed):
+		status, msg = http.StatusPreconditionFailed,
+			"precondition failed: the object changed since the ETag given in If-Match; GET it again"
+	case errors.Is(err, store.ErrIdempotencyMismatch):
+		status, msg = http.StatusUnprocessableEntity,
+			"Idempotency-Key was already used with a different request (method, path or body) within its 24 h"
 	case errors.Is(err, store.ErrNotFound):
 		status, msg = http.StatusNotFound, "not found"
 	case errors.Is(err, store.ErrConflict):
@@ -133,22 +149,6 @@ func (c *call) writeJSON(status int, v any) {
 // version sets X-Sipedge-Version, the data-set version a write produced.
 func (c *call) version(v uint64) {
 	c.w.Header().Set("X-Sipedge-Version", strconv.FormatUint(v, 10))
-}
-
-// done answers a successful write: status, X-Sipedge-Version and a body of api_id,
-// message, the object's id under idField and any validation warnings; with ?wait=all it
-// first waits for the cluster (see [call.awaitPropagation]) and adds "propagation".
-func (c *call) done(status int, v uint64, message, idField, id string, warnings []string) error {
-	c.version(v)
-	body := map[string]any{"api_id": c.apiID, "message": message, idField: id}
-	if len(warnings) > 0 {
-		body["warnings"] = warnings
-	}
-	if p := c.awaitPropagation(v); p != "" {
-		body["propagation"] = p
-	}
-	c.writeJSON(status, body)
-	return nil
 }
 
 // noContent answers a successful delete: 204 with X-Sipedge-Version (and, with

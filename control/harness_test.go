@@ -62,7 +62,8 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 func (e *env) open(opts ...envOption) {
 	t := e.t
 	t.Helper()
-	st, err := store.OpenBolt(e.dir)
+	// Leases of an hour: no node drops out of the registry during a test.
+	st, err := store.OpenBolt(e.dir, store.WithNodeTTL(time.Hour))
 	if err != nil {
 		t.Fatalf("OpenBolt: %v", err)
 	}

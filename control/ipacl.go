@@ -41,6 +41,9 @@ type entryObject struct {
 	Enabled     bool   `json:"enabled"`
 	CreatedAt   string `json:"created_at"`
 	UpdatedAt   string `json:"updated_at"`
+	// HitCount and LastMatchedAt come from WithHits (see explain.go); 0 and null without.
+	HitCount      uint64  `json:"hit_count"`
+	LastMatchedAt *string `json:"last_matched_at"`
 }
 
 func toACLObject(a *acl.IPACL) aclObject {
@@ -107,6 +110,7 @@ func (s *Server) listACLs(c *call) error {
 	out := make([]aclObject, 0, len(acls))
 	for i := range acls {
 		out = append(out, toACLObject(&acls[i]))
+		c.addHits(acls[i].UUID, out[i].Entries)
 	}
 	return list(c, c.aclsPath(), p, total, out)
 }
@@ -129,11 +133,13 @@ func (s *Server) createACL(c *call) error {
 	for _, addr := range canon {
 		a.Entries = append(a.Entries, acl.Entry{ID: uuid.NewString(), IPAddress: addr, Enabled: true, CreatedAt: now, UpdatedAt: now})
 	}
+	ans := c.expect(http.StatusCreated, "IP access control list created", "ipacl_uuid", a.UUID)
+	ans.warnings = warnings
 	v, err := s.st.CreateACL(c.r.Context(), a)
 	if err != nil {
 		return err
 	}
-	return c.done(http.StatusCreated, v, "IP access control list created", "ipacl_uuid", a.UUID, warnings)
+	return c.reply(ans, v)
 }
 
 func (s *Server) getACL(c *call) error {
@@ -143,7 +149,9 @@ func (s *Server) getACL(c *call) error {
 		return notFoundACL(err, id)
 	}
 	o := toACLObject(&a)
+	c.addHits(a.UUID, o.Entries)
 	o.APIID = c.apiID
+	c.etag(store.ETag(a))
 	c.writeJSON(http.StatusOK, o)
 	return nil
 }
@@ -172,6 +180,8 @@ func (s *Server) updateACL(c *call) error {
 			return err
 		}
 	}
+	ans := c.expect(http.StatusAccepted, "IP access control list updated", "ipacl_uuid", id)
+	ans.warnings = warnings
 	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, id, func(a *acl.IPACL) error {
 		now := s.clock()
 		if req.Name != nil {
@@ -198,7 +208,7 @@ func (s *Server) updateACL(c *call) error {
 	if err != nil {
 		return notFoundACL(err, id)
 	}
-	return c.done(http.StatusAccepted, v, "IP access control list updated", "ipacl_uuid", id, warnings)
+	return c.reply(ans, v)
 }
 
 func (s *Server) deleteACL(c *call) error {
@@ -256,6 +266,7 @@ func (s *Server) listEntries(c *call) error {
 	for _, e := range window(a.Entries, p) {
 		out = append(out, toEntryObject(e))
 	}
+	c.addHits(id, out)
 	return list(c, c.aclsPath()+url.PathEscape(id)+"/Entry/", p, len(a.Entries), out)
 }
 
@@ -269,8 +280,11 @@ func (s *Server) getEntry(c *call) error {
 	if i < 0 {
 		return entryNotFound(aclID, id)
 	}
-	o := toEntryObject(a.Entries[i])
+	one := []entryObject{toEntryObject(a.Entries[i])}
+	c.addHits(aclID, one)
+	o := one[0]
 	o.APIID = c.apiID
+	c.etag(store.ETag(a.Entries[i]))
 	c.writeJSON(http.StatusOK, o)
 	return nil
 }
@@ -307,8 +321,9 @@ func (s *Server) addEntry(c *call) error {
 	}
 	enabled := req.Enabled == nil || *req.Enabled
 	id := uuid.NewString()
-	var warnings []string
-	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
+	ans := c.expect(http.StatusCreated, "IP access control list entry created", "id", id)
+	ctx := store.WithEntry(c.r.Context(), id) // audited as an entry create
+	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
 		if err := duplicateEntry(a, addr, ""); err != nil {
 			return err
 		}
@@ -319,13 +334,13 @@ func (s *Server) addEntry(c *call) error {
 		a.Entries = append(a.Entries, acl.Entry{ID: id, IPAddress: addr, Description: desc, Enabled: enabled, CreatedAt: now, UpdatedAt: now})
 		a.UpdatedAt = now
 		w, err := acl.ValidateACL(a)
-		warnings = w
+		ans.warnings = w
 		return err
 	})
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}
-	return c.done(http.StatusCreated, v, "IP access control list entry created", "id", id, warnings)
+	return c.reply(ans, v)
 }
 
 // updateEntry changes description, enabled and/or ip_address of one entry. A disabled
@@ -343,8 +358,10 @@ func (s *Server) updateEntry(c *call) error {
 	if err != nil {
 		return err
 	}
-	var warnings []string
-	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
+	ans := c.expect(http.StatusAccepted, "IP access control list entry updated", "id", id)
+	// The entry's own If-Match and audit entry.
+	ctx := store.WithEntry(c.r.Context(), id)
+	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
 		i := findEntry(a, id)
 		if i < 0 {
 			return entryNotFound(aclID, id)
@@ -365,18 +382,19 @@ func (s *Server) updateEntry(c *call) error {
 		}
 		e.UpdatedAt, a.UpdatedAt = now, now
 		w, err := acl.ValidateACL(a)
-		warnings = w
+		ans.warnings = w
 		return err
 	})
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}
-	return c.done(http.StatusAccepted, v, "IP access control list entry updated", "id", id, warnings)
+	return c.reply(ans, v)
 }
 
 func (s *Server) deleteEntry(c *call) error {
 	aclID, id := c.r.PathValue("ipacl_uuid"), c.r.PathValue("entry_id")
-	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
+	ctx := store.WithEntry(c.r.Context(), id) // the entry's own If-Match and audit entry
+	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
 		i := findEntry(a, id)
 		if i < 0 {
 			return entryNotFound(aclID, id)

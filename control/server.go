@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/store"
 )
 
@@ -54,6 +56,22 @@ type Config struct {
 	Logger zerolog.Logger
 	// Registerer receives the API metrics (see README.md). Nil records none.
 	Registerer prometheus.Registerer
+
+	// APIAllow, when not empty, admits only clients inside these prefixes to the API
+	// (and to whatever [Server.Guard] wraps); others get 403. The client is the socket
+	// peer, or — only when the peer is inside TrustedProxies — the right-most
+	// X-Forwarded-For address that is not a trusted proxy.
+	APIAllow []netip.Prefix
+	// TrustedProxies are the reverse proxies and load balancers whose X-Forwarded-For
+	// is believed. Anyone else's is ignored (and counted). /0 is refused.
+	TrustedProxies []netip.Prefix
+	// AuthFailureLimit failed authentications (401) of one client (an IPv6 /64) within
+	// AuthFailureWindow block it for AuthBlock: every request of it gets 429 with
+	// Retry-After. 0 means [DefaultAuthFailureLimit], negative turns the limit off; 0
+	// durations mean [DefaultAuthFailureWindow] and [DefaultAuthBlock].
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
+	AuthBlock         time.Duration
 }
 
 // Validate reports configuration errors: a SIPDomain that is not a DNS name, a negative
@@ -69,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < MinTokenLength {
 		return fmt.Errorf("control: admin token: must be at least %d characters", MinTokenLength)
+	}
+	if err := c.validateGuard(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -98,9 +119,13 @@ type Server struct {
 	metrics  *metrics
 	mux      *http.ServeMux
 	routes   []route
-	patterns map[string]string // mux pattern → route label (the documented path)
-	adminSum [32]byte          // SHA-256 of Config.AdminToken, compared in constant time
-	cluster  Cluster           // node registry of /v1/Cluster/ and ?wait=all; nil: not configured
+	patterns map[string]string    // mux pattern → route label (the documented path)
+	adminSum [32]byte             // SHA-256 of Config.AdminToken, compared in constant time
+	cluster  Cluster              // node registry of /v1/Cluster/ and ?wait=all; nil: not configured
+	snapshot func() *acl.Snapshot // the SIP path's policy, for Explain; nil: not configured
+	hits     HitCounts            // per-entry hit totals; nil: entries show 0/null
+	bans     Bans                 // ban list of /v1/Admin/Ban/; nil: not configured
+	guard    *guard               // client allow list, trusted proxies, failed-auth limit
 }
 
 // New builds the API over st. Call [Config.Validate] first to reject bad configuration.
@@ -132,11 +157,12 @@ func New(cfg Config, st store.API, opts ...Option) *Server {
 	if cfg.Registerer != nil {
 		s.metrics = newMetrics(cfg.Registerer)
 	}
+	s.guard = newGuard(cfg, s.log)
 	s.routes = s.table()
 	s.mux = http.NewServeMux()
 	s.patterns = make(map[string]string, 2*len(s.routes))
 	for _, rt := range s.routes {
-		h := s.wrap(s.withWait(rt))
+		h := s.wrap(s.withWait(s.withSafeWrites(rt)))
 		for _, p := range muxPatterns(rt) {
 			s.mux.Handle(p, h)
 			s.patterns[p] = rt.path
@@ -219,6 +245,9 @@ func (s *Server) table() []route {
 		{http.MethodGet, trunk, authAccount, s.getTrunk},
 		{http.MethodPost, trunk, authAccount, s.updateTrunk},
 		{http.MethodDelete, trunk, authAccount, s.deleteTrunk},
+		{http.MethodPost, trunk + "Explain/", authAccount, s.explain},
+
+		{http.MethodGet, zentrunk + "AuditLog/", authAccount, s.listAudit},
 
 		{http.MethodGet, clusterPath, authAnyAccount, s.clusterNodes},
 		{http.MethodGet, clusterPath + "Version/{version}/", authAnyAccount, s.clusterVersion},
@@ -227,6 +256,9 @@ func (s *Server) table() []route {
 		rs = append(rs,
 			route{http.MethodGet, adminAccounts, authAdmin, s.adminListAccounts},
 			route{http.MethodPost, adminAccounts, authAdmin, s.adminCreateAccount},
+			route{http.MethodGet, adminBans, authAdmin, s.adminListBans},
+			route{http.MethodGet, adminBans + "{ip}/", authAdmin, s.adminGetBan},
+			route{http.MethodDelete, adminBans + "{ip}/", authAdmin, s.adminLiftBan},
 		)
 	}
 	return rs
@@ -239,8 +271,10 @@ type call struct {
 	w       *statusWriter
 	r       *http.Request
 	apiID   string
-	account string    // authenticated auth_id (account routes only)
-	wait    *waitSpec // ?wait=all of a write; nil: answer without waiting
+	account string     // authenticated auth_id (account routes only)
+	client  netip.Addr // the client the guard judged (see guard.client); invalid: unknown
+	wait    *waitSpec  // ?wait=all of a write; nil: answer without waiting
+	ans     *answer    // the success answer a write declared (see safewrite.go)
 }
 
 type callKey struct{}
@@ -261,14 +295,23 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			c.fail(fmt.Errorf("control: panic: %v", v))
 		}
 		d := time.Since(start)
+		if c.w.status() == http.StatusUnauthorized && r.Header.Get("Authorization") != "" {
+			s.guard.authFailed(c.client) // wrong credentials; none at all is no guess
+		}
 		s.metrics.observe(label, r.Method, c.w.status(), d)
 		ev := s.log.Debug()
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && c.w.status() < 300 {
 			ev = s.log.Info()
 		}
 		ev.Str("api_id", c.apiID).Str("method", r.Method).Str("route", label).
-			Str("auth_id", c.account).Int("status", c.w.status()).Dur("duration", d).Msg("api request")
+			Str("auth_id", c.account).Stringer("client", c.client).Int("status", c.w.status()).Dur("duration", d).Msg("api request")
 	}()
+
+	var err error
+	if c.client, err = s.guard.check(r); err != nil {
+		c.fail(err)
+		return
+	}
 
 	if cleanPath(r.URL.Path) != r.URL.Path {
 		c.fail(notFound("no such resource: %s", r.URL.Path))

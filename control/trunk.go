@@ -297,11 +297,13 @@ func (s *Server) createTrunk(c *call) error {
 	if err := s.checkRefs(c.r.Context(), c.account, ch); err != nil {
 		return err
 	}
+	ans := c.expect(http.StatusCreated, "Trunk created", "trunk_id", string(t.ID))
+	ans.warnings = trunkWarnings(&t)
 	v, err := s.st.CreateTrunk(c.r.Context(), t)
 	if err != nil {
 		return trunkWriteError(err, t.ID, t.Domain)
 	}
-	return c.done(http.StatusCreated, v, "Trunk created", "trunk_id", string(t.ID), trunkWarnings(&t))
+	return c.reply(ans, v)
 }
 
 func (s *Server) getTrunk(c *call) error {
@@ -315,6 +317,7 @@ func (s *Server) getTrunk(c *call) error {
 	}
 	o := toTrunkObject(&t)
 	o.APIID = c.apiID
+	c.etag(store.ETag(t))
 	c.writeJSON(http.StatusOK, o)
 	return nil
 }
@@ -336,7 +339,8 @@ func (s *Server) updateTrunk(c *call) error {
 		return err
 	}
 	var dom string
-	t, v, err := s.st.UpdateTrunk(c.r.Context(), c.account, id, func(t *acl.Trunk) error {
+	ans := c.expect(http.StatusAccepted, "Trunk updated", "trunk_id", string(id))
+	_, v, err := s.st.UpdateTrunk(c.r.Context(), c.account, id, func(t *acl.Trunk) error {
 		if err := s.apply(ch, t); err != nil {
 			return err
 		}
@@ -344,12 +348,13 @@ func (s *Server) updateTrunk(c *call) error {
 		if ch.setDom {
 			dom = t.Domain
 		}
+		ans.warnings = trunkWarnings(t)
 		return nil
 	})
 	if err != nil {
 		return trunkWriteError(err, id, dom)
 	}
-	return c.done(http.StatusAccepted, v, "Trunk updated", "trunk_id", string(id), trunkWarnings(&t))
+	return c.reply(ans, v)
 }
 
 func (s *Server) deleteTrunk(c *call) error {

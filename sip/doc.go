@@ -13,6 +13,12 @@
 // the Record-Route token names both ends of the dialog and is accepted only for its own
 // Call-ID and tags.
 //
+// In front of the decision sits the edge's defence: a per-source request budget and the
+// ban table are checked in sipgo's read filter, before parsing; failed digest answers and
+// INVITEs to trunks a source may not use ban it for a while (shared between nodes through
+// a [BanStore] the SIP path never waits for); per-trunk call caps apply once a call is
+// allowed; and a PROXY protocol header names the source only when a trusted proxy sent it.
+//
 // The relay is built on github.com/emiago/sipgo v1.7.2 and works around its known traps
 // (see the project's notes): source from the socket only, cloned and rebuilt forwarded
 // requests, explicit destinations and local addresses, 2xx retransmission and CANCEL

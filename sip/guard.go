@@ -99,7 +99,7 @@ func newRateLimiter(limit int, window time.Duration, capacity int) *rateLimiter 
 		now:      func() int64 { return time.Now().UnixNano() },
 	}
 	for i := range r.shards {
-		r.shards[i].tat = make(map[netip.Addr]int64, min(per, 1024))
+		r.shards[i].tat = make(map[netip.Addr]int64, min(per, 64))
 	}
 	return r
 }

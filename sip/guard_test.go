@@ -3,10 +3,13 @@ package sip
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	sipmsg "github.com/emiago/sipgo/sip"
 
 	"github.com/sipedge/sipedge/acl"
 )
@@ -49,7 +52,6 @@ func (c *fakeClock) add(d time.Duration) {
 	c.ns += int64(d)
 	c.mu.Unlock()
 }
-func (c *fakeClock) time() time.Time { return time.Unix(0, c.now()) }
 
 func TestRateLimiter(t *testing.T) {
 	clk := &fakeClock{ns: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()}
@@ -322,3 +324,21 @@ func (errBanStore) AddFailure(context.Context, string, time.Duration) (int64, er
 func (errBanStore) Ban(context.Context, acl.Ban) error         { return errStoreDown }
 func (errBanStore) List(context.Context) ([]acl.Ban, error)    { return nil, errStoreDown }
 func (errBanStore) Lift(context.Context, string) (bool, error) { return false, errStoreDown }
+
+// The pre-parse gate allocates nothing per datagram for a source it has seen.
+func TestReadFilterAllocs(t *testing.T) {
+	cfg := baseConfig()
+	cfg.RateLimitRequests = 1 << 30
+	s := newUnitServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
+	s.bans.failure(aa("127.0.0.66"), BanReasonDigest) // some ban exists: Banned does the lookup
+	data := rawRequest("OPTIONS", "sip:127.0.0.1:5060")
+	for _, src := range []string{"127.0.0.2", "127.0.0.9", "2001:db8::9"} {
+		p := sipmsg.TransportReadProps{Transport: "UDP", RemoteAddr: &net.UDPAddr{IP: net.ParseIP(src), Port: 5060}}
+		if out, err := s.readFilter(p, data); err != nil || len(out) == 0 {
+			t.Fatalf("%s: dropped (%v)", src, err)
+		}
+		if n := testing.AllocsPerRun(1000, func() { s.readFilter(p, data) }); n != 0 {
+			t.Fatalf("read filter allocates %v times per datagram from %s", n, src)
+		}
+	}
+}

@@ -29,6 +29,9 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 	if s.banned(src.Addr()) { // a TCP message in flight when the ban fell, or BanAction "403"
 		s.m.bannedDrop()
+		if req.IsInvite() {
+			s.m.invite("", acl.VerdictBanned, tp)
+		}
 		if s.cfg.BanAction == BanAction403 && !req.IsAck() {
 			s.reject403(tx, req, src)
 		}

@@ -362,6 +362,22 @@ func TestConfigValidate(t *testing.T) {
 		{"no server header", func(c *Config) { c.UserAgent = "-" }, true},
 		{"huge messages", func(c *Config) { c.MaxMessageBytes = 1 << 20 }, false},
 		{"retry after", func(c *Config) { c.RetryAfter = time.Millisecond }, false},
+		{"defence off", func(c *Config) { c.BanThreshold, c.RateLimitRequests = -1, -1 }, true},
+		{"ban threshold -2", func(c *Config) { c.BanThreshold = -2 }, false},
+		{"ban action 403", func(c *Config) { c.BanAction = BanAction403 }, true},
+		{"ban action tarpit", func(c *Config) { c.BanAction = "tarpit" }, false},
+		{"negative ban TTL", func(c *Config) { c.BanTTL = -time.Second }, false},
+		{"listed budget", func(c *Config) { c.RateLimitListedRequests = 1000 }, true},
+		{"negative listed budget", func(c *Config) { c.RateLimitListedRequests = -1 }, false},
+		{"concurrent cap 503", func(c *Config) { c.ConcurrentCapCode = 503 }, true},
+		{"concurrent cap 404", func(c *Config) { c.ConcurrentCapCode = 404 }, false},
+		{"node name crlf", func(c *Config) { c.NodeName = "a\r\nb" }, false},
+		{"trusted proxies", func(c *Config) {
+			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/32")}
+		}, true},
+		{"trusted proxy host bits", func(c *Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("192.0.2.7/24")} }, false},
+		{"trusted proxy /0", func(c *Config) { c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} }, false},
+		{"trusted proxy zero", func(c *Config) { c.TrustedProxies = []netip.Prefix{{}} }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Config{NonceKey: testKey}

@@ -38,6 +38,7 @@ type edgeListener struct {
 	closeOnce sync.Once
 	err       error // why done was closed; set before close(done)
 	sem       chan struct{}
+	pending   sync.Map // net.Conn → struct{}: trusted connections whose header is being read
 }
 
 // maxPendingHeaders bounds trusted connections whose PROXY header is still being read.
@@ -69,6 +70,10 @@ func (l *edgeListener) Accept() (net.Conn, error) {
 func (l *edgeListener) Close() error {
 	err := l.raw.Close()
 	l.finish(net.ErrClosed)
+	l.pending.Range(func(c, _ any) bool { // end header reads now, not at their timeout
+		_ = c.(net.Conn).SetReadDeadline(time.Now())
+		return true
+	})
 	return err
 }
 
@@ -150,8 +155,16 @@ func (l *edgeListener) admit(c net.Conn, src netip.Addr) {
 // handshake reads the PROXY header of a trusted peer's connection.
 func (l *edgeListener) handshake(c net.Conn, peer netip.AddrPort) {
 	br := bufio.NewReaderSize(c, 512)
+	l.pending.Store(c, struct{}{})
 	_ = c.SetReadDeadline(time.Now().Add(l.timeout))
 	hdr, err := proxyproto.Read(br)
+	l.pending.Delete(c)
+	select {
+	case <-l.done:
+		c.Close()
+		return
+	default:
+	}
 	_ = c.SetReadDeadline(time.Time{})
 	src := peer
 	var ne net.Error

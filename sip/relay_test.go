@@ -521,12 +521,12 @@ func TestRunStopsCleanly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Run(ctx) }()
 			if s.Listening() {
 				t.Fatal("listening before Run")
 			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
 			<-s.Ready()
 			if !s.Listening() {
 				t.Fatal("not listening after Ready")

@@ -115,7 +115,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("sip: register metrics: %w", err)
 	}
 	s.m = m
-	s.bans = newBans(cfg, o.bans, s.listed, m, s.log)
+	s.bans = newBans(cfg, o.bans, s.listed, m, s.sec)
 
 	// sipgo globals (see notes: trap 17 UDP MTU guard, 32 KiB read buffer, trap B timers).
 	if need := cfg.MaxMessageBytes + 1200; sipmsg.UDPMTUSize < need {

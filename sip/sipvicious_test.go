@@ -38,26 +38,38 @@ var svwarRow = regexp.MustCompile(`(?m)^\| *[0-9]+ +\|`)
 func TestSvwarFindsNothing(t *testing.T) {
 	svwar := needBinary(t, "svwar")
 	edge, _, _ := newDefenceRig(t, nil)
-	port := strconv.Itoa(int(edge.Addr().Port()))
+	// The rate limit would drop part of a forced scan; without it every user is answered,
+	// which shows the answers are the same, not just missing.
+	open, _, openReg := newDefenceRig(t, func(c *Config) { c.RateLimitRequests = -1 })
 	for _, tc := range []struct {
 		name string
+		edge *Server
 		args []string
 	}{
 		// The acceptance check's run: svwar gives up at once, as every user is challenged.
-		{"INVITE", []string{"-m", "INVITE"}},
+		{"INVITE", edge, []string{"-m", "INVITE"}},
 		// Forced past its sanity check, svwar compares every answer with the one for a
-		// random user: they are all the same 407, so it reports nothing.
-		{"INVITE forced", []string{"-m", "INVITE", "--force"}},
-		{"REGISTER forced", []string{"-m", "REGISTER", "--force"}},
-		{"OPTIONS forced", []string{"-m", "OPTIONS", "--force"}},
+		// random user. INVITE (407 for everyone) and REGISTER (405) make it give up at the
+		// first extension ("unknown response", "method not allowed"); OPTIONS (200 for
+		// everyone) runs the whole range and finds every answer the same.
+		{"INVITE forced", open, []string{"-m", "INVITE", "--force"}},
+		{"REGISTER forced", open, []string{"-m", "REGISTER", "--force"}},
+		{"OPTIONS forced", open, []string{"-m", "OPTIONS", "--force"}},
+		{"OPTIONS forced, rate limited", edge, []string{"-m", "OPTIONS", "--force"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := "127.0.0.30"
+			port := strconv.Itoa(int(tc.edge.Addr().Port()))
 			args := append([]string{"-b", src, "-x", src, "-P", strconv.Itoa(freePort(t, src)), "-p", port,
 				"-e100-140", "-t", "0.02", "--maximumtime", "2"}, tc.args...)
+			method := tc.args[1]
+			before := metricValue(t, openReg, "sipedge_sip_requests_total", map[string]string{"method": method})
 			out := runTool(t, 60*time.Second, svwar, append(args, "127.0.0.1")...)
 			if n := len(svwarRow.FindAllString(out, -1)); n != 0 {
 				t.Fatalf("svwar enumerated %d extensions:\n%s", n, out)
+			}
+			if n := metricValue(t, openReg, "sipedge_sip_requests_total", map[string]string{"method": method}) - before; tc.edge == open && method == "OPTIONS" && n < 41 {
+				t.Fatalf("the edge saw %v of svwar's 41 %s requests: the scan did not run", n, method)
 			}
 			t.Logf("svwar %s: %s", tc.name, lastLine(out))
 		})
@@ -75,9 +87,9 @@ func TestSvcrackIsBanned(t *testing.T) {
 	}
 	// svcrack (0.3.3) binds the wildcard whatever -b says, so it calls from 127.0.0.1.
 	// After the ban it keeps reading the 403s the edge retransmits (it never ACKs them)
-	// for Timer H (32 s): 15 s is plenty for the attack itself.
+	// for Timer H (32 s): 10 s is plenty for the attack itself.
 	src := "127.0.0.1"
-	out := runTool(t, 15*time.Second, svcrack, "-u", testUser, "-d", dict, "-m", "INVITE",
+	out := runTool(t, 10*time.Second, svcrack, "-u", testUser, "-d", dict, "-m", "INVITE",
 		"-x", src, "-P", strconv.Itoa(freePort(t, src)), "-p", strconv.Itoa(int(edge.Addr().Port())),
 		"-t", "0.05", "--maximumtime", "3", "127.0.0.1")
 	if strings.Contains(out, "The password for") || strings.Contains(out, "[no password]") {

@@ -128,13 +128,6 @@ func TestTortureReplay(t *testing.T) {
 	}
 	names := slices.Sorted(maps.Keys(msgs))
 
-	// sipgo logs every unparsable message at Error, with the whole message; the TCP
-	// transport always through its default logger.
-	quiet := slog.New(slog.DiscardHandler)
-	prev := sipmsg.DefaultLogger()
-	sipmsg.SetDefaultLogger(quiet)
-	t.Cleanup(func() { sipmsg.SetDefaultLogger(prev) })
-
 	up := newUpstreamCatcher(t)
 	baseline := runtime.NumGoroutine()
 	// Each run gets its own edge: the same message from two sources, or over two
@@ -160,8 +153,8 @@ func tortureRun(t *testing.T, up *upstreamCatcher, tp, src string, names []strin
 	cfg := baseConfig()
 	cfg.Upstream = up.uri()
 	cfg.UpstreamTimeout = 300 * time.Millisecond
-	cfg.RateLimitRequests = -1 // this test is about parsing, not flooding
-	cfg.SlogLogger = sipmsg.DefaultLogger()
+	cfg.RateLimitRequests = -1                     // this test is about parsing, not flooding
+	cfg.SlogLogger = slog.New(slog.DiscardHandler) // sipgo logs every unparsable message at Error
 	edge, err := New(cfg, policyOf(mustCompile(t, testDataset(""))))
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 )
 
 // kind names one class of account-owned objects. It is part of the key schema of both
@@ -36,14 +39,25 @@ type backend interface {
 	loadAll(ctx context.Context) (*rawSet, error)
 	// update runs fn in one write transaction. If fn returns nil, its writes and an
 	// increment of the global version by exactly 1 commit atomically and the new version
-	// is returned. If fn (or the commit) fails, nothing changes. fn may run more than once
-	// (optimistic retries), so it must derive everything from what it reads.
-	update(ctx context.Context, fn func(tx) error) (uint64, error)
+	// is returned, with the data-set epoch it was committed in. If fn (or the commit)
+	// fails, nothing changes. fn may run more than once (optimistic retries), so it must
+	// derive everything from what it reads.
+	update(ctx context.Context, fn func(tx) error) (v uint64, epoch string, err error)
 	// version returns the current global version (0 for a fresh data set).
 	version(ctx context.Context) (uint64, error)
-	// publish announces a committed version to every subscriber (a poke; losing one is
+	// head returns the current version and epoch, read together.
+	head(ctx context.Context) (uint64, string, error)
+	// publish announces a committed write to every subscriber (a poke; losing one is
 	// tolerated, subscribers also resync periodically).
-	publish(ctx context.Context, v uint64) error
+	publish(ctx context.Context, n notice) error
+	// aclChange returns the stored JSON of the ACL notice n names, read at version n.version,
+	// after verifying in the same atomic read that the data set is at exactly that version
+	// and epoch and that the write of that version changed only this ACL (what
+	// [tx.markACLChange] recorded). Anything else is errNotIncremental: the payload of a
+	// notice only selects what to read, it is never trusted.
+	aclChange(ctx context.Context, n notice) ([]byte, error)
+	// audit returns the window p of account's audit log, newest first, and its length.
+	audit(ctx context.Context, account string, p Page) ([][]byte, int, error)
 	// subscribe makes the backend poke p on every published version until ctx is done;
 	// done is closed when it has stopped. It returns once the subscription is confirmed,
 	// so a load that starts after it cannot miss a change.
@@ -82,6 +96,21 @@ type tx interface {
 
 	// setEmptied sets or clears the marker that the data set was emptied on purpose.
 	setEmptied(on bool) error
+
+	// nextVersion is the version this transaction commits as: the current one + 1. (A
+	// read: Redis WATCHes the version key, so it cannot change before the commit.)
+	nextVersion() (uint64, error)
+	// idem returns the idempotency record of (account, key), nil when there is none; key
+	// is already hashed (see [idemKeyHash]).
+	idem(account, key string) ([]byte, error)
+	// putIdem stores an idempotency record that the backend drops after expires.
+	putIdem(account, key string, v []byte, expires time.Time) error
+	// appendAudit adds v as the newest entry of account's audit log and drops the oldest
+	// beyond limit.
+	appendAudit(account string, v []byte, limit int) error
+	// markACLChange records that the write committing as version v changed ACL id of
+	// account and nothing else a snapshot holds; see [backend.aclChange].
+	markACLChange(v uint64, account, id string) error
 }
 
 // rawSet is the stored form of a whole data set at one version.
@@ -95,7 +124,63 @@ type rawSet struct {
 	objs    map[kind][][]byte // stored JSON by kind, all accounts
 }
 
-var errReadAfterWrite = errors.New("store: internal error: read after write in one transaction")
+var (
+	errReadAfterWrite = errors.New("store: internal error: read after write in one transaction")
+	errNotIncremental = errors.New("store: change cannot be applied incrementally")
+)
+
+// notice is a change notice: the version a write committed, the data-set epoch it
+// committed in and, when the write changed the entries of exactly one ACL (UpdateACL),
+// that ACL. Its wire form (the Redis PUBLISH payload) is
+//
+//	<version> <epoch> [<account>/<ipacl_uuid>]
+//
+// (ids and accounts hold no '/'; see checkID). A notice is a hint: a watcher verifies
+// everything it implies against the store before using it.
+type notice struct {
+	version      uint64
+	epoch        string
+	account, acl string // "" unless the write changed only this ACL
+}
+
+func (n notice) String() string {
+	s := strconv.FormatUint(n.version, 10)
+	if n.epoch == "" {
+		return s
+	}
+	s += " " + n.epoch
+	if n.acl != "" {
+		s += " " + n.account + "/" + n.acl
+	}
+	return s
+}
+
+// parseNotice reads the wire form of a notice. The bare version of older writers is
+// accepted; a malformed ACL reference is dropped (the notice still pokes), a malformed
+// version is an error (the caller takes the full-reload path).
+func parseNotice(s string) (notice, error) {
+	f := strings.SplitN(s, " ", 3)
+	v, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil {
+		return notice{}, err
+	}
+	n := notice{version: v}
+	if len(f) > 1 {
+		n.epoch = f[1]
+	}
+	if len(f) > 2 && n.epoch != "" { // a reference is meaningless without its epoch
+		account, id, ok := strings.Cut(f[2], "/")
+		if ok && checkID("account", account) == nil && checkID("ipacl_uuid", id) == nil {
+			n.account, n.acl = account, id
+		}
+	}
+	return n, nil
+}
+
+// changeValue is what markACLChange stores for version v: "<v> <account>/<id>".
+func changeValue(v uint64, account, id string) string {
+	return strconv.FormatUint(v, 10) + " " + account + "/" + id
+}
 
 // strictTx wraps a tx and fails any read that follows a write (see [tx]).
 type strictTx struct {
@@ -182,26 +267,55 @@ func (s *strictTx) setEmptied(on bool) error {
 	return s.t.setEmptied(on)
 }
 
-// pokes collects change notices for one watcher: the highest version seen and whether a
+func (s *strictTx) nextVersion() (uint64, error) {
+	if err := s.r(); err != nil {
+		return 0, err
+	}
+	return s.t.nextVersion()
+}
+
+func (s *strictTx) idem(account, key string) ([]byte, error) {
+	if err := s.r(); err != nil {
+		return nil, err
+	}
+	return s.t.idem(account, key)
+}
+
+func (s *strictTx) putIdem(account, key string, v []byte, expires time.Time) error {
+	s.wrote = true
+	return s.t.putIdem(account, key, v, expires)
+}
+
+func (s *strictTx) appendAudit(account string, v []byte, limit int) error {
+	s.wrote = true
+	return s.t.appendAudit(account, v, limit)
+}
+
+func (s *strictTx) markACLChange(v uint64, account, id string) error {
+	s.wrote = true
+	return s.t.markACLChange(v, account, id)
+}
+
+// pokes collects change notices for one watcher: the newest notice seen and whether a
 // full reload was asked for. Notices coalesce; kick holds at most one wake-up, so a
 // publisher never blocks. The zero value is not usable; use [newPokes].
 type pokes struct {
 	mu   sync.Mutex
-	max  uint64
-	seen bool // max is valid
+	last notice // the notice of the highest version seen
+	seen bool   // last is valid
 	full bool
 	kick chan struct{}
 }
 
 func newPokes() *pokes { return &pokes{kick: make(chan struct{}, 1)} }
 
-// poke records version v (full=false) or a request for a full reload (full=true).
-func (p *pokes) poke(v uint64, full bool) {
+// poke records notice n (full=false) or a request for a full reload (full=true).
+func (p *pokes) poke(n notice, full bool) {
 	p.mu.Lock()
 	if full {
 		p.full = true
-	} else if !p.seen || v > p.max {
-		p.max, p.seen = v, true
+	} else if !p.seen || n.version > p.last.version {
+		p.last, p.seen = n, true
 	}
 	p.mu.Unlock()
 	select {
@@ -211,12 +325,12 @@ func (p *pokes) poke(v uint64, full bool) {
 }
 
 // take returns and clears what was recorded since the last take.
-func (p *pokes) take() (v uint64, seen, full bool) {
+func (p *pokes) take() (n notice, seen, full bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	v, seen, full = p.max, p.seen, p.full
-	p.max, p.seen, p.full = 0, false, false
-	return v, seen, full
+	n, seen, full = p.last, p.seen, p.full
+	p.last, p.seen, p.full = notice{}, false, false
+	return n, seen, full
 }
 
 // fanout delivers published versions to in-process subscribers (embedded mode).
@@ -243,10 +357,10 @@ func (f *fanout) add(ctx context.Context, p *pokes) <-chan struct{} {
 	return done
 }
 
-func (f *fanout) send(v uint64) {
+func (f *fanout) send(n notice) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for p := range f.subs {
-		p.poke(v, false)
+		p.poke(n, false)
 	}
 }

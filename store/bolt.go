@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -24,7 +25,15 @@ var (
 	keyVersion     = []byte("version")
 	keyEpoch       = []byte("epoch")
 	keyEmptied     = []byte("emptied")
+
+	bucketAudit   = []byte("audit")    // account NUL seq (8 bytes BE) → AuditEntry JSON
+	bucketAuditN  = []byte("audit:n")  // account → number of entries (8 bytes BE)
+	bucketIdem    = []byte("idem")     // account NUL key hash → idempotency record
+	bucketIdemExp = []byte("idem:exp") // expiry (8 bytes BE, Unix ns) account NUL key hash → ""
 )
+
+// idemPruneBatch bounds how many expired idempotency records one write removes.
+const idemPruneBatch = 64
 
 func idxBucket(name string) []byte { return []byte("idx:" + name) }
 
@@ -62,7 +71,8 @@ func OpenBolt(dir string, opts ...Option) (*Store, error) {
 }
 
 func initBolt(btx *bolt.Tx) error {
-	names := [][]byte{bucketMeta, bucketAccounts, idxBucket(idxDomain), idxBucket(idxUsername)}
+	names := [][]byte{bucketMeta, bucketAccounts, idxBucket(idxDomain), idxBucket(idxUsername),
+		bucketAudit, bucketAuditN, bucketIdem, bucketIdemExp}
 	for _, k := range objectKinds {
 		names = append(names, []byte(k), idxBucket(string(k)))
 	}
@@ -92,23 +102,83 @@ func (b *boltBackend) view(ctx context.Context, fn func(tx) error) error {
 	return b.db.View(func(btx *bolt.Tx) error { return fn(boltTx{btx}) })
 }
 
-func (b *boltBackend) update(ctx context.Context, fn func(tx) error) (uint64, error) {
+func (b *boltBackend) update(ctx context.Context, fn func(tx) error) (uint64, string, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	var v uint64
+	var (
+		v     uint64
+		epoch string
+	)
 	err := b.db.Update(func(btx *bolt.Tx) error {
 		if err := fn(boltTx{btx}); err != nil {
 			return err
 		}
 		meta := btx.Bucket(bucketMeta)
 		v = readUint(meta.Get(keyVersion)) + 1
+		epoch = string(meta.Get(keyEpoch))
 		return meta.Put(keyVersion, binary.BigEndian.AppendUint64(nil, v))
 	})
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return v, nil
+	return v, epoch, nil
+}
+
+func (b *boltBackend) head(ctx context.Context) (uint64, string, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, "", err
+	}
+	var (
+		v     uint64
+		epoch string
+	)
+	err := b.db.View(func(btx *bolt.Tx) error {
+		meta := btx.Bucket(bucketMeta)
+		v, epoch = readUint(meta.Get(keyVersion)), string(meta.Get(keyEpoch))
+		return nil
+	})
+	return v, epoch, err
+}
+
+// aclChange: the embedded watcher uses the per-process hint log instead.
+func (b *boltBackend) aclChange(context.Context, notice) ([]byte, error) {
+	return nil, errNotIncremental
+}
+
+func (b *boltBackend) audit(ctx context.Context, account string, p Page) ([][]byte, int, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	var (
+		out   [][]byte
+		total int
+	)
+	err := b.db.View(func(btx *bolt.Tx) error {
+		total = int(readUint(btx.Bucket(bucketAuditN).Get([]byte(account))))
+		prefix := []byte(account + "\x00")
+		c := btx.Bucket(bucketAudit).Cursor()
+		// The newest entry is the last key with the prefix: step back from the first key
+		// after it (ids hold no control characters, so account+"\x01" sorts after them).
+		k, v := c.Seek([]byte(account + "\x01"))
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for skip := p.Offset; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
+			if skip > 0 {
+				skip--
+				continue
+			}
+			if p.Limit > 0 && len(out) == p.Limit {
+				break
+			}
+			out = append(out, clone(v))
+		}
+		return nil
+	})
+	return out, total, err
 }
 
 func (b *boltBackend) version(ctx context.Context) (uint64, error) {
@@ -150,8 +220,8 @@ func (b *boltBackend) loadAll(ctx context.Context) (*rawSet, error) {
 	return rs, nil
 }
 
-func (b *boltBackend) publish(_ context.Context, v uint64) error {
-	b.subs.send(v)
+func (b *boltBackend) publish(_ context.Context, n notice) error {
+	b.subs.send(n)
 	return nil
 }
 
@@ -253,3 +323,63 @@ func (t boltTx) setEmptied(on bool) error {
 	}
 	return meta.Delete(keyEmptied)
 }
+
+func (t boltTx) nextVersion() (uint64, error) {
+	return readUint(t.t.Bucket(bucketMeta).Get(keyVersion)) + 1, nil
+}
+
+func (t boltTx) idem(account, key string) ([]byte, error) {
+	return clone(t.t.Bucket(bucketIdem).Get(objKey(account, key))), nil
+}
+
+// putIdem stores the record with its expiry in a second bucket ordered by expiry, and
+// removes up to idemPruneBatch records that have expired (lazy pruning: every record
+// also carries its expiry, which readers check).
+func (t boltTx) putIdem(account, key string, v []byte, expires time.Time) error {
+	exp := t.t.Bucket(bucketIdemExp)
+	recs := t.t.Bucket(bucketIdem)
+	now := uint64(time.Now().UnixNano())
+	c := exp.Cursor()
+	var stale [][]byte
+	for k, _ := c.First(); k != nil && len(stale) < idemPruneBatch && len(k) > 8 && binary.BigEndian.Uint64(k) < now; k, _ = c.Next() {
+		stale = append(stale, clone(k))
+	}
+	for _, k := range stale {
+		if err := exp.Delete(k); err != nil {
+			return err
+		}
+		if err := recs.Delete(k[8:]); err != nil {
+			return err
+		}
+	}
+	id := objKey(account, key)
+	if err := recs.Put(id, v); err != nil {
+		return err
+	}
+	return exp.Put(append(binary.BigEndian.AppendUint64(nil, uint64(expires.UnixNano())), id...), nil)
+}
+
+func (t boltTx) appendAudit(account string, v []byte, limit int) error {
+	b := t.t.Bucket(bucketAudit)
+	counts := t.t.Bucket(bucketAuditN)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	if err := b.Put(binary.BigEndian.AppendUint64([]byte(account+"\x00"), seq), v); err != nil {
+		return err
+	}
+	n := readUint(counts.Get([]byte(account))) + 1
+	prefix := []byte(account + "\x00")
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); limit > 0 && n > uint64(limit) && k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+		n--
+	}
+	return counts.Put([]byte(account), binary.BigEndian.AppendUint64(nil, n))
+}
+
+// markACLChange: the embedded watcher shares this process and uses its hint log.
+func (t boltTx) markACLChange(uint64, string, string) error { return nil }

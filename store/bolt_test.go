@@ -25,9 +25,9 @@ func openBoltDir(t *testing.T, dir string, opts ...store.Option) *store.Store {
 func TestBoltConformance(t *testing.T) {
 	dirs := map[*store.Store]string{}
 	storetest.Run(t,
-		func(t *testing.T) *store.Store {
+		func(t *testing.T, opts ...store.Option) *store.Store {
 			dir := filepath.Join(t.TempDir(), "data")
-			s := openBoltDir(t, dir, store.WithResync(time.Second))
+			s := openBoltDir(t, dir, append([]store.Option{store.WithResync(time.Second)}, opts...)...)
 			dirs[s] = dir
 			return s
 		},

@@ -6,13 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-	"weak"
 
 	"github.com/redis/go-redis/v9"
 
@@ -40,6 +38,10 @@ type NodeStatus struct {
 	NodeID string `json:"node_id"`
 	// AppliedVersion is the data-set version of the snapshot the node serves.
 	AppliedVersion uint64 `json:"applied_version"`
+	// Epoch is the data-set epoch of that snapshot (see [Head]). Versions of different
+	// epochs are unrelated: a node serves version V of the current data set only when its
+	// Epoch is the current one and AppliedVersion >= V ([NodeStatus.Serves]).
+	Epoch string `json:"epoch,omitempty"`
 	// AppliedAt is when that snapshot was swapped in (zero before the first).
 	AppliedAt time.Time `json:"applied_at"`
 	// Address is where the node can be reached (its SIP or API listen address), for
@@ -49,11 +51,35 @@ type NodeStatus struct {
 	StartedAt time.Time `json:"started_at"`
 }
 
-// clusterState is the node-registry state of one Store: the heartbeat lease, the wake-up
-// of RunHeartbeat, the last applied snapshot reported with NotifyApplied and, in embedded
-// mode, the registry itself. It lives beside the Store (see [Store.clusterState]).
-type clusterState struct {
-	ttl     atomic.Int64 // nanoseconds; 0 means DefaultNodeTTL
+// Serves reports whether the node serves version v of the data set whose head is h: it
+// applied a snapshot of the same epoch at version v or later. A node still on another
+// epoch (a data set that was wiped and reseeded, so its versions started again) serves
+// nothing of the current one, whatever its version number.
+func (n NodeStatus) Serves(h Head, v uint64) bool {
+	return n.Epoch == h.Epoch && n.AppliedVersion >= v
+}
+
+// Head is the current version of the data set and the epoch naming its incarnation: a
+// data set that is wiped and recreated gets a new epoch, and its versions start again.
+type Head struct {
+	Version uint64
+	Epoch   string
+}
+
+// Head returns the current data-set version and epoch, read together.
+func (s *Store) Head(ctx context.Context) (Head, error) {
+	v, epoch, err := s.b.head(ctx)
+	if err != nil {
+		return Head{}, err
+	}
+	return Head{Version: v, Epoch: epoch}, nil
+}
+
+// registry is the node-registry state of one Store: the heartbeat lease, the wake-up of
+// RunHeartbeat, the last snapshot Watch applied and, in embedded mode, the registry
+// itself. The zero value is not usable; see [newRegistry].
+type registry struct {
+	ttl     time.Duration // lease of one heartbeat (WithNodeTTL)
 	kick    chan struct{}
 	applied atomic.Pointer[appliedMark]
 
@@ -61,8 +87,13 @@ type clusterState struct {
 	mem map[string]memNode // embedded mode: node_id → entry
 }
 
+func newRegistry(ttl time.Duration) registry {
+	return registry{ttl: ttl, kick: make(chan struct{}, 1)}
+}
+
 type appliedMark struct {
 	version uint64
+	epoch   string
 	at      time.Time
 }
 
@@ -71,41 +102,16 @@ type memNode struct {
 	expires time.Time // monotonic
 }
 
-// clusterStates maps a Store to its clusterState. The key is a weak pointer and a
-// cleanup removes the entry once the Store is collected, so the table never keeps a
-// Store alive.
-var clusterStates sync.Map // weak.Pointer[Store] → *clusterState
-
-// clusterState returns the registry state of s, creating it on first use.
-func (s *Store) clusterState() *clusterState {
-	k := weak.Make(s)
-	if v, ok := clusterStates.Load(k); ok {
-		return v.(*clusterState)
-	}
-	v, loaded := clusterStates.LoadOrStore(k, &clusterState{kick: make(chan struct{}, 1)})
-	if !loaded {
-		runtime.AddCleanup(s, func(k weak.Pointer[Store]) { clusterStates.Delete(k) }, k)
-	}
-	return v.(*clusterState)
+// noteApplied records that the snapshot of version v in epoch is served now (called by
+// Watch after its apply callback returned) and wakes RunHeartbeat.
+func (s *Store) noteApplied(v uint64, epoch string) {
+	s.reg.applied.Store(&appliedMark{version: v, epoch: epoch, at: time.Now().UTC()})
+	s.NotifyHeartbeat()
 }
 
-func (c *clusterState) lease() time.Duration {
-	if d := time.Duration(c.ttl.Load()); d > 0 {
-		return d
-	}
-	return DefaultNodeTTL
-}
-
-// SetNodeTTL sets how long one heartbeat keeps this node listed (default
-// [DefaultNodeTTL]); d <= 0 restores the default. Keep it several heartbeat intervals
-// long, so one slow or lost heartbeat does not drop the node. Safe for concurrent use.
-func (s *Store) SetNodeTTL(d time.Duration) {
-	s.clusterState().ttl.Store(int64(max(d, 0)))
-}
-
-// Heartbeat records st in the node registry for the node TTL ([Store.SetNodeTTL]); a
-// node whose last heartbeat is older is no longer listed by [Store.Nodes]. A later
-// heartbeat of the same NodeID replaces the entry.
+// Heartbeat records st in the node registry for the node TTL ([WithNodeTTL]); a node
+// whose last heartbeat is older is no longer listed by [Store.Nodes]. A later heartbeat
+// of the same NodeID replaces the entry.
 //
 // In Redis mode every Store sharing the data set sees the entry; in embedded mode the
 // registry lives in this Store's memory (one process serves the data set). An invalid
@@ -114,8 +120,8 @@ func (s *Store) Heartbeat(ctx context.Context, st NodeStatus) error {
 	if err := checkID("node_id", st.NodeID); err != nil {
 		return err
 	}
-	cs := s.clusterState()
-	ttl := cs.lease()
+	cs := &s.reg
+	ttl := cs.ttl
 	if r, ok := s.b.(*redisBackend); ok {
 		raw, err := json.Marshal(st)
 		if err != nil {
@@ -142,7 +148,7 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 			return nil, err
 		}
 	} else {
-		cs := s.clusterState()
+		cs := &s.reg
 		now := time.Now()
 		cs.mu.Lock()
 		for id, n := range cs.mem {
@@ -164,58 +170,43 @@ func (s *Store) deregister(ctx context.Context, id string) error {
 	if r, ok := s.b.(*redisBackend); ok {
 		return r.deregister(ctx, id)
 	}
-	cs := s.clusterState()
-	cs.mu.Lock()
-	delete(cs.mem, id)
-	cs.mu.Unlock()
+	s.reg.mu.Lock()
+	delete(s.reg.mem, id)
+	s.reg.mu.Unlock()
 	return nil
 }
 
-// NotifyApplied records that snap is now served (its version and the current time,
-// reported by [Store.SelfStatus]) and wakes [Store.RunHeartbeat], so the registry shows
-// the new version within a round trip instead of at the next tick. Call it from Watch's
-// apply callback right after the snapshot was published to the data path:
-//
-//	st.Watch(ctx, func(snap *acl.Snapshot) { holder.Store(snap); st.NotifyApplied(snap) })
-//
-// A nil snap only wakes the loop. Safe for concurrent use; never blocks.
-func (s *Store) NotifyApplied(snap *acl.Snapshot) {
-	cs := s.clusterState()
-	if snap != nil {
-		cs.applied.Store(&appliedMark{version: snap.Version(), at: time.Now().UTC()})
-	}
-	s.NotifyHeartbeat()
-}
+// NotifyApplied is kept for callers written before [Store.Watch] reported its applies
+// itself: it does nothing. Watch records every snapshot it applied (version, epoch and
+// time) right after its apply callback returns, so "applied" means "served", and wakes
+// [Store.RunHeartbeat]. Calling it any number of times is harmless.
+func (s *Store) NotifyApplied(*acl.Snapshot) {}
 
 // NotifyHeartbeat wakes [Store.RunHeartbeat] to write a heartbeat now. Pokes coalesce:
 // several before the loop wakes give one heartbeat. Never blocks.
 func (s *Store) NotifyHeartbeat() {
 	select {
-	case s.clusterState().kick <- struct{}{}:
+	case s.reg.kick <- struct{}{}:
 	default:
 	}
 }
 
 // SelfStatus returns the status function for [Store.RunHeartbeat] of a node named id at
-// address, started at started: its applied version and time are the last ones passed to
-// [Store.NotifyApplied] (before any, the version of [Store.AppliedVersion] with a zero
-// time).
+// address, started at started: its applied version, epoch and time are those of the
+// last snapshot [Store.Watch] applied (before any, version 0, no epoch, zero time).
 func (s *Store) SelfStatus(id, address string, started time.Time) func() NodeStatus {
-	cs := s.clusterState()
 	started = started.UTC()
 	return func() NodeStatus {
 		st := NodeStatus{NodeID: id, Address: address, StartedAt: started}
-		if m := cs.applied.Load(); m != nil {
-			st.AppliedVersion, st.AppliedAt = m.version, m.at
-		} else {
-			st.AppliedVersion = s.AppliedVersion()
+		if m := s.reg.applied.Load(); m != nil {
+			st.AppliedVersion, st.Epoch, st.AppliedAt = m.version, m.epoch, m.at
 		}
 		return st
 	}
 }
 
 // RunHeartbeat writes self() to the node registry at once, then every interval (0 means
-// [DefaultHeartbeat]) and whenever poked ([Store.NotifyApplied], [Store.NotifyHeartbeat]),
+// [DefaultHeartbeat]) and whenever poked (every apply of [Store.Watch], [Store.NotifyHeartbeat]),
 // until ctx is done. It then removes the node's entry (best effort, bounded by one
 // second), so a node that stops cleanly leaves the live set at once, and returns nil.
 //
@@ -226,8 +217,7 @@ func (s *Store) RunHeartbeat(ctx context.Context, self func() NodeStatus, every 
 	if every <= 0 {
 		every = DefaultHeartbeat
 	}
-	cs := s.clusterState()
-	if ttl := cs.lease(); every*2 > ttl {
+	if ttl := s.reg.ttl; every*2 > ttl {
 		s.log.Warn().Dur("interval", every).Dur("ttl", ttl).
 			Msg("heartbeat interval is more than half the node TTL: one late heartbeat drops the node")
 	}
@@ -268,7 +258,7 @@ func (s *Store) RunHeartbeat(ctx context.Context, self func() NodeStatus, every 
 			}
 			return nil
 		case <-tick.C:
-		case <-cs.kick:
+		case <-s.reg.kick:
 		}
 		beat()
 	}

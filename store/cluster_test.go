@@ -22,11 +22,12 @@ import (
 // r lists (the same Store in embedded mode, two Stores on one Redis otherwise).
 type registryCase struct {
 	name string
+	opts []store.Option // of both Stores
 	run  func(t *testing.T, w, r *store.Store)
 }
 
 var registryCases = []registryCase{
-	{"list sorted, replace, invalid id", func(t *testing.T, w, r *store.Store) {
+	{"list sorted, replace, invalid id", nil, func(t *testing.T, w, r *store.Store) {
 		if nodes := mustNodes(t, r); len(nodes) != 0 {
 			t.Fatalf("fresh registry lists %v", nodes)
 		}
@@ -54,8 +55,7 @@ var registryCases = []registryCase{
 			}
 		}
 	}},
-	{"lease runs out", func(t *testing.T, w, r *store.Store) {
-		w.SetNodeTTL(500 * time.Millisecond)
+	{"lease runs out", []store.Option{store.WithNodeTTL(500 * time.Millisecond)}, func(t *testing.T, w, r *store.Store) {
 		if err := w.Heartbeat(ctx, store.NodeStatus{NodeID: "short", AppliedVersion: 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -77,15 +77,13 @@ var registryCases = []registryCase{
 			t.Fatalf("node dropped after %v, want about 800ms", d)
 		}
 	}},
-	{"RunHeartbeat reports applies at once and leaves on stop", func(t *testing.T, w, r *store.Store) {
-		w.SetNodeTTL(time.Hour)
+	{"Watch reports applies at once, RunHeartbeat leaves on stop", []store.Option{store.WithNodeTTL(time.Hour)}, func(t *testing.T, w, r *store.Store) {
 		var holder acl.Holder
 		wctx, stop := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		t.Cleanup(func() { stop(); wg.Wait() })
-		wg.Go(func() {
-			_ = w.Watch(wctx, func(s *acl.Snapshot) { holder.Store(s); w.NotifyApplied(s) })
-		})
+		// Watch itself reports every apply (no NotifyApplied in the callback).
+		wg.Go(func() { _ = w.Watch(wctx, holder.Store) })
 		hctx, stopBeat := context.WithCancel(ctx)
 		beatDone := make(chan error, 1)
 		started := time.Now().Add(-time.Minute)
@@ -113,6 +111,14 @@ var registryCases = []registryCase{
 			n.AppliedAt.IsZero() || time.Since(n.AppliedAt) > 10*time.Second || holder.Load().Version() != v {
 			t.Fatalf("node status %+v (holder at %d)", n, holder.Load().Version())
 		}
+		// The status carries the data set's epoch, so it serves v of this data set.
+		head, err := r.Head(ctx)
+		if err != nil || head.Version != v || head.Epoch == "" || n.Epoch != head.Epoch || !n.Serves(head, v) {
+			t.Fatalf("Head = %+v, %v; node %+v", head, err, n)
+		}
+		// A no-op kept for old callers.
+		w.NotifyApplied(nil)
+		w.NotifyApplied(holder.Load())
 		stopBeat()
 		if err := <-beatDone; err != nil {
 			t.Fatalf("RunHeartbeat returned %v", err)
@@ -148,7 +154,7 @@ func nodeIDs(nodes []store.NodeStatus) []string {
 func TestRegistryEmbedded(t *testing.T) {
 	for _, tc := range registryCases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := openBoltDir(t, filepath.Join(t.TempDir(), "data"))
+			s := openBoltDir(t, filepath.Join(t.TempDir(), "data"), tc.opts...)
 			tc.run(t, s, s)
 		})
 	}
@@ -176,8 +182,9 @@ func TestRegistryRedis(t *testing.T) {
 	for _, tc := range registryCases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := testPrefix(t, ro)
-			w := openRedisStore(t, ro, p, store.WithResync(time.Hour))
-			r := openRedisStore(t, ro, p, store.WithResync(time.Hour))
+			opts := append([]store.Option{store.WithResync(time.Hour)}, tc.opts...)
+			w := openRedisStore(t, ro, p, opts...)
+			r := openRedisStore(t, ro, p, opts...)
 			tc.run(t, w, r)
 		})
 	}
@@ -230,8 +237,8 @@ func TestRegistryRedisOutage(t *testing.T) {
 	pro.Addr = px.addr
 	pro.MaxRetries = -1
 	var logs lockedBuffer
-	s := openRedisStore(t, &pro, p, store.WithTimeout(100*time.Millisecond), store.WithLogger(zerolog.New(&logs)))
-	s.SetNodeTTL(time.Second)
+	s := openRedisStore(t, &pro, p, store.WithTimeout(100*time.Millisecond), store.WithLogger(zerolog.New(&logs)),
+		store.WithNodeTTL(time.Second))
 	observer := openRedisStore(t, ro, p)
 
 	hctx, stop := context.WithCancel(ctx)

@@ -28,7 +28,7 @@ func WipeObjects(ctx context.Context, s *Store) (uint64, error) {
 		Cred    string `json:"credential_uuid"`
 		Trunk   string `json:"trunk_id"`
 	}
-	v, err := s.b.update(ctx, func(t tx) error {
+	v, _, err := s.b.update(ctx, func(t tx) error {
 		var refs [][2]string
 		var kinds []kind
 		accs, err := t.accounts()
@@ -71,7 +71,7 @@ func WipeObjects(ctx context.Context, s *Store) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return v, s.b.publish(ctx, v)
+	return v, s.b.publish(ctx, notice{version: v})
 }
 
 // BoltRewind sets the embedded store's version to v (and a new epoch when newEpoch), as
@@ -90,13 +90,13 @@ func BoltRewind(ctx context.Context, s *Store, v uint64, newEpoch bool) error {
 	if err != nil {
 		return err
 	}
-	return s.b.publish(ctx, v)
+	return s.b.publish(ctx, notice{version: v})
 }
 
 // SilentRename renames an existing credential of account without publishing the change
 // (a lost change notice).
 func SilentRename(ctx context.Context, s *Store, account, id, name string) (uint64, error) {
-	return s.b.update(ctx, func(t tx) error {
+	v, _, err := s.b.update(ctx, func(t tx) error {
 		c, err := getObj[acl.Credential](t, kindCredential, account, id)
 		if err != nil {
 			return err
@@ -108,4 +108,28 @@ func SilentRename(ctx context.Context, s *Store, account, id, name string) (uint
 		}
 		return t.put(kindCredential, account, id, raw)
 	})
+	return v, err
+}
+
+// Mute makes s's writes publish no change notice until unmute is called (lost notices,
+// or writes by a process whose notices we want to forge). Call both while no write of s
+// is in flight.
+func Mute(s *Store) (unmute func()) {
+	b := s.b
+	s.b = mutedBackend{b}
+	return func() { s.b = b }
+}
+
+type mutedBackend struct{ backend }
+
+func (mutedBackend) publish(context.Context, notice) error { return nil }
+
+// ParseNotice and FormatNotice expose the change-notice wire form.
+func ParseNotice(s string) (version uint64, epoch, account, aclID string, err error) {
+	n, err := parseNotice(s)
+	return n.version, n.epoch, n.account, n.acl, err
+}
+
+func FormatNotice(version uint64, epoch, account, aclID string) string {
+	return notice{version: version, epoch: epoch, account: account, acl: aclID}.String()
 }

@@ -13,6 +13,9 @@ const (
 	DefaultRedisPrefix = "sipedge:"       // Redis key prefix
 	DefaultTimeout     = 5 * time.Second  // bound on one Redis store operation
 	DefaultOpenTimeout = time.Second      // how long OpenBolt waits for the file lock
+
+	DefaultAuditLimit     = 10_000         // audit entries kept per account (the newest)
+	DefaultIdempotencyTTL = 24 * time.Hour // how long an Idempotency-Key is remembered
 )
 
 // Option configures [OpenBolt] and [OpenRedis].
@@ -27,6 +30,9 @@ type options struct {
 	timeout     time.Duration
 	openTimeout time.Duration
 	lazy        bool
+	nodeTTL     time.Duration
+	auditLimit  int
+	idemTTL     time.Duration
 }
 
 func defaultOptions() options {
@@ -37,6 +43,9 @@ func defaultOptions() options {
 		prefix:      DefaultRedisPrefix,
 		timeout:     DefaultTimeout,
 		openTimeout: DefaultOpenTimeout,
+		nodeTTL:     DefaultNodeTTL,
+		auditLimit:  DefaultAuditLimit,
+		idemTTL:     DefaultIdempotencyTTL,
 	}
 }
 
@@ -100,4 +109,36 @@ func WithTimeout(d time.Duration) Option {
 // answer 503) during a Redis outage instead of exiting.
 func WithLazyConnect() Option {
 	return func(o *options) { o.lazy = true }
+}
+
+// WithNodeTTL sets how long one heartbeat keeps this node listed in the node registry
+// (default [DefaultNodeTTL]); d <= 0 keeps the default. Keep it several heartbeat
+// intervals long, so one slow or lost heartbeat does not drop the node.
+func WithNodeTTL(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.nodeTTL = d
+		}
+	}
+}
+
+// WithAuditLimit sets how many audit entries are kept per account, the newest (default
+// [DefaultAuditLimit]); n <= 0 keeps the default.
+func WithAuditLimit(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.auditLimit = n
+		}
+	}
+}
+
+// WithIdempotencyTTL sets how long a write's idempotency record is kept (default
+// [DefaultIdempotencyTTL]); d <= 0 keeps the default. In Redis it is the key's PX, so
+// it is rounded to milliseconds.
+func WithIdempotencyTTL(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.idemTTL = d
+		}
+	}
 }

@@ -226,7 +226,6 @@ func (c *benchCluster) start(t *testing.T) {
 				n.mu.Lock()
 				n.applies = append(n.applies, appliedAt{snap.Version(), at})
 				n.mu.Unlock()
-				n.s.NotifyApplied(snap)
 				select {
 				case c.kick <- struct{}{}:
 				default:

@@ -82,7 +82,7 @@ type redisBackend struct {
 	c       *redis.Client
 	timeout time.Duration
 
-	kVersion, kEpoch, kEmptied, kAccounts, kChannel, prefix string
+	kVersion, kEpoch, kEmptied, kAccounts, kChannel, kChange, prefix string
 }
 
 func newRedisBackend(c *redis.Client, o options) *redisBackend {
@@ -96,6 +96,7 @@ func newRedisBackend(c *redis.Client, o options) *redisBackend {
 		kEmptied:  p + "emptied",
 		kAccounts: p + "accounts",
 		kChannel:  p + "changes",
+		kChange:   p + "change",
 	}
 }
 
@@ -104,6 +105,14 @@ func (r *redisBackend) objKey(k kind, account string) string {
 }
 
 func (r *redisBackend) idxKey(name string) string { return r.prefix + "idx:" + name }
+
+func (r *redisBackend) auditKey(account string) string { return r.prefix + "audit:" + account }
+
+// idemKey is the key of an idempotency record; key is a fixed-length hash, so the
+// account is everything between "idem:" and the last ':'.
+func (r *redisBackend) idemKey(account, key string) string {
+	return r.prefix + "idem:" + account + ":" + key
+}
 
 // classify maps a Redis failure to the store's errors: unreachable, timed out or
 // refusing service (LOADING, READONLY, …) is ErrUnavailable; the caller giving up is
@@ -133,10 +142,13 @@ var errWriteRace = fmt.Errorf("%w: concurrent write, retry", ErrConflict)
 
 // watched runs fn on a connection that WATCHes the version key, then fn's queued writes
 // and exec in one MULTI/EXEC on the same connection. It retries with jittered backoff
-// when another write committed in between. An error of fn is returned unchanged.
+// when another write committed in between.
 //
 // A read-only fn (exec == nil) that issued more than one read command is verified the
-// same way, with an EXEC of just a GET; a single read is atomic and needs no check.
+// same way, with an EXEC of just a GET; a single read is atomic and needs no check. So
+// is an error of fn: it is returned unchanged only when the reads it was based on saw
+// one version (an error drawn from a mix of before and after another write — "username
+// taken" by the very write whose idempotency key was read as unused — is retried).
 func (r *redisBackend) watched(caller context.Context, fn func(t *redisTx) error, exec func(ctx context.Context, p redis.Pipeliner)) error {
 	ctx, cancel := context.WithTimeout(caller, r.timeout)
 	defer cancel()
@@ -144,20 +156,21 @@ func (r *redisBackend) watched(caller context.Context, fn func(t *redisTx) error
 		var fnErr error
 		err := r.c.Watch(ctx, func(rtx *redis.Tx) error {
 			t := &redisTx{ctx: ctx, caller: caller, r: r, c: rtx}
-			if fnErr = fn(t); fnErr != nil {
-				return fnErr
-			}
-			if exec == nil && t.reads <= 1 {
+			fnErr = fn(t)
+			if (exec == nil || fnErr != nil) && t.reads <= 1 {
 				return nil // one command is atomic by itself: nothing to verify
 			}
 			_, err := rtx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				for _, w := range t.writes {
-					w(p)
-				}
-				if exec != nil {
+				switch {
+				case fnErr != nil:
+					p.Get(ctx, r.kVersion) // verify only: EXEC fails if a write committed during the reads
+				case exec != nil:
+					for _, w := range t.writes {
+						w(p)
+					}
 					exec(ctx, p)
-				} else {
-					p.Get(ctx, r.kVersion) // EXEC fails if a write committed during the reads
+				default:
+					p.Get(ctx, r.kVersion)
 				}
 				return nil
 			})
@@ -167,14 +180,16 @@ func (r *redisBackend) watched(caller context.Context, fn func(t *redisTx) error
 			return err
 		}, r.kVersion)
 		switch {
+		case errors.Is(err, redis.TxFailedErr): // retried, whatever fn said
+			if attempt == redisAttempts {
+				return errWriteRace
+			}
 		case fnErr != nil:
 			return fnErr
 		case err == nil:
 			return nil
-		case !errors.Is(err, redis.TxFailedErr):
+		default:
 			return r.classify(caller, err)
-		case attempt == redisAttempts:
-			return errWriteRace
 		}
 		if !sleep(ctx, jitter(attempt)) {
 			if caller.Err() != nil {
@@ -246,16 +261,88 @@ func (r *redisBackend) loadAll(caller context.Context) (*rawSet, error) {
 	}
 }
 
-func (r *redisBackend) update(ctx context.Context, fn func(tx) error) (uint64, error) {
-	var incr *redis.IntCmd
+func (r *redisBackend) update(ctx context.Context, fn func(tx) error) (uint64, string, error) {
+	var (
+		incr *redis.IntCmd
+		ep   *redis.StringCmd
+	)
 	err := r.watched(ctx, func(t *redisTx) error { return fn(t) }, func(ctx context.Context, p redis.Pipeliner) {
 		p.SetNX(ctx, r.kEpoch, uuid.NewString(), 0) // a new data set gets a new epoch
 		incr = p.Incr(ctx, r.kVersion)
+		ep = p.Get(ctx, r.kEpoch)
 	})
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return uint64(incr.Val()), nil
+	return uint64(incr.Val()), ep.Val(), nil
+}
+
+func (r *redisBackend) head(caller context.Context) (uint64, string, error) {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	var ver, ep *redis.StringCmd
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		ver, ep = p.Get(ctx, r.kVersion), p.Get(ctx, r.kEpoch)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, "", r.classify(caller, err)
+	}
+	var v uint64
+	if ver.Err() == nil {
+		if v, err = ver.Uint64(); err != nil {
+			return 0, "", fmt.Errorf("store: redis: %s: %w", r.kVersion, err)
+		}
+	}
+	return v, ep.Val(), nil
+}
+
+// aclChange reads, in one MULTI/EXEC, the version, the epoch, the change marker and the
+// ACL n names, and returns the ACL only when the data set is at n.version in n.epoch and
+// the marker says that version's write changed just this ACL.
+func (r *redisBackend) aclChange(caller context.Context, n notice) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	var ver, ep, ch, obj *redis.StringCmd
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		ver, ep, ch = p.Get(ctx, r.kVersion), p.Get(ctx, r.kEpoch), p.Get(ctx, r.kChange)
+		obj = p.HGet(ctx, r.objKey(kindACL, n.account), n.acl)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, r.classify(caller, err)
+	}
+	if ver.Val() != strconv.FormatUint(n.version, 10) || ep.Val() != n.epoch ||
+		ch.Val() != changeValue(n.version, n.account, n.acl) || obj.Err() != nil {
+		return nil, errNotIncremental
+	}
+	return []byte(obj.Val()), nil
+}
+
+// audit reads the length and one window of the account's audit list (newest first:
+// writes LPUSH) in one MULTI/EXEC.
+func (r *redisBackend) audit(caller context.Context, account string, p Page) ([][]byte, int, error) {
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	stop := int64(-1)
+	if p.Limit > 0 {
+		stop = int64(p.Offset + p.Limit - 1)
+	}
+	var n *redis.IntCmd
+	var vals *redis.StringSliceCmd
+	_, err := r.c.TxPipelined(ctx, func(pl redis.Pipeliner) error {
+		n = pl.LLen(ctx, r.auditKey(account))
+		vals = pl.LRange(ctx, r.auditKey(account), int64(p.Offset), stop)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, r.classify(caller, err)
+	}
+	out := make([][]byte, len(vals.Val()))
+	for i, v := range vals.Val() {
+		out[i] = []byte(v)
+	}
+	return out, int(n.Val()), nil
 }
 
 func (r *redisBackend) version(caller context.Context) (uint64, error) {
@@ -271,15 +358,16 @@ func (r *redisBackend) version(caller context.Context) (uint64, error) {
 	return v, nil
 }
 
-func (r *redisBackend) publish(caller context.Context, v uint64) error {
+func (r *redisBackend) publish(caller context.Context, n notice) error {
 	ctx, cancel := context.WithTimeout(caller, r.timeout)
 	defer cancel()
-	return r.classify(caller, r.c.Publish(ctx, r.kChannel, strconv.FormatUint(v, 10)).Err())
+	return r.classify(caller, r.c.Publish(ctx, r.kChannel, n.String()).Err())
 }
 
 // subscribe subscribes to the change channel and waits for the confirmation. Then a
-// goroutine pokes p with every announced version, and asks for a full reload whenever
-// go-redis re-subscribes after a reconnect (messages may have been lost meanwhile).
+// goroutine pokes p with every announced notice, and asks for a full reload whenever
+// go-redis re-subscribes after a reconnect (messages may have been lost meanwhile) or a
+// payload does not parse.
 func (r *redisBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{}, error) {
 	ps := r.c.Subscribe(ctx, r.kChannel)
 	rctx, cancel := context.WithTimeout(ctx, r.timeout)
@@ -304,17 +392,17 @@ func (r *redisBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{}
 				return
 			case m, ok := <-ch:
 				if !ok {
-					p.poke(0, true)
+					p.poke(notice{}, true)
 					return
 				}
 				switch m := m.(type) {
 				case *redis.Subscription:
 					if m.Kind == "subscribe" {
-						p.poke(0, true) // re-subscribed after a reconnect
+						p.poke(notice{}, true) // re-subscribed after a reconnect
 					}
 				case *redis.Message:
-					v, err := strconv.ParseUint(m.Payload, 10, 64)
-					p.poke(v, err != nil)
+					n, err := parseNotice(m.Payload)
+					p.poke(n, err != nil)
 				}
 			}
 		}
@@ -455,4 +543,53 @@ func (t *redisTx) setEmptied(on bool) error {
 		return t.queue(func(p redis.Pipeliner) { p.Set(t.ctx, t.r.kEmptied, "1", 0) })
 	}
 	return t.queue(func(p redis.Pipeliner) { p.Del(t.ctx, t.r.kEmptied) })
+}
+
+// nextVersion reads the version key on the WATCHing connection: a write committing in
+// between fails this transaction's EXEC, so the INCR in it yields exactly this + 1.
+func (t *redisTx) nextVersion() (uint64, error) {
+	t.reads++
+	v, err := t.c.Get(t.ctx, t.r.kVersion).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, t.fail(err)
+	}
+	return v + 1, nil
+}
+
+func (t *redisTx) idem(account, key string) ([]byte, error) {
+	t.reads++
+	v, err := t.c.Get(t.ctx, t.r.idemKey(account, key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	return v, nil
+}
+
+// putIdem queues SET key v PX ttl: the record commits (and expires) with the write.
+func (t *redisTx) putIdem(account, key string, v []byte, expires time.Time) error {
+	k := t.r.idemKey(account, key)
+	ttl := max(time.Until(expires), time.Millisecond)
+	return t.queue(func(p redis.Pipeliner) { p.Set(t.ctx, k, v, ttl) })
+}
+
+// appendAudit queues LPUSH and LTRIM, so the list keeps the newest limit entries.
+func (t *redisTx) appendAudit(account string, v []byte, limit int) error {
+	k := t.r.auditKey(account)
+	return t.queue(func(p redis.Pipeliner) {
+		p.LPush(t.ctx, k, v)
+		if limit > 0 {
+			p.LTrim(t.ctx, k, 0, int64(limit-1))
+		}
+	})
+}
+
+func (t *redisTx) markACLChange(v uint64, account, id string) error {
+	val := changeValue(v, account, id)
+	return t.queue(func(p redis.Pipeliner) { p.Set(t.ctx, t.r.kChange, val, 0) })
 }

@@ -77,9 +77,9 @@ func TestRedisConformance(t *testing.T) {
 	ro := redisOptions(t)
 	prefixes := map[*store.Store]string{}
 	storetest.Run(t,
-		func(t *testing.T) *store.Store {
+		func(t *testing.T, opts ...store.Option) *store.Store {
 			p := testPrefix(t, ro)
-			s := openRedisStore(t, ro, p, store.WithResync(time.Second))
+			s := openRedisStore(t, ro, p, append([]store.Option{store.WithResync(time.Second)}, opts...)...)
 			prefixes[s] = p
 			return s
 		},

@@ -17,7 +17,23 @@ var (
 	ErrInvalidRef  = errors.New("store: invalid reference") // trunk names an ACL/credential that does not exist in its account
 	ErrInvalid     = errors.New("store: invalid object")    // failed acl validation
 	ErrUnavailable = errors.New("store: unavailable")       // backend down / timed out
+
+	// ErrPreconditionFailed: the object's current ETag matches none of the If-Match tags
+	// of the write's context ([WithIfMatch]); nothing was written.
+	ErrPreconditionFailed = errors.New("store: precondition failed")
+	// ErrIdempotencyMismatch: the write's idempotency key ([WithIdempotency]) was used
+	// within its TTL by a request with another fingerprint; nothing was written.
+	ErrIdempotencyMismatch = errors.New("store: idempotency key reused with a different request")
 )
+
+// ReplayError is returned by a write whose idempotency key ([WithIdempotency]) was used
+// by an earlier committed write with the same fingerprint: nothing was written, and
+// Response is what the earlier write recorded.
+type ReplayError struct {
+	Response []byte
+}
+
+func (e *ReplayError) Error() string { return "store: idempotent replay of an earlier write" }
 
 // InUseError is returned (wrapping ErrConflict) when deleting an ACL or credential that trunks still use.
 type InUseError struct {
@@ -33,6 +49,10 @@ func (e *InUseError) Unwrap() error { return ErrConflict }
 type Page struct{ Offset, Limit int }
 
 // API is the typed surface control uses. *Store implements it.
+//
+// Every write records an [AuditEntry] in the same transaction; what the context carries
+// ([WithActor], [WithIdempotency], [WithIfMatch], [WithEntry]) shapes that entry and
+// adds the write's preconditions, so the signatures stay those of plain CRUD.
 type API interface {
 	CreateAccount(ctx context.Context, a acl.Account) (uint64, error)
 	Account(ctx context.Context, authID string) (acl.Account, error)
@@ -57,5 +77,9 @@ type API interface {
 	DeleteTrunk(ctx context.Context, account string, id acl.TrunkID) (uint64, error)
 
 	Version(ctx context.Context) (uint64, error)
+	Head(ctx context.Context) (Head, error)
 	Load(ctx context.Context) (*acl.Dataset, error)
+
+	Audit(ctx context.Context, account string, p Page) ([]AuditEntry, int, error)
+	IdempotentResponse(ctx context.Context, account, key, fingerprint string) ([]byte, error)
 }

@@ -33,14 +33,17 @@ var (
 type Store struct {
 	_ [0]sync.Mutex
 
-	b      backend
-	log    zerolog.Logger
-	now    func() time.Time
-	resync time.Duration
-	m      *metrics
+	b          backend
+	log        zerolog.Logger
+	now        func() time.Time
+	resync     time.Duration
+	m          *metrics
+	auditLimit int           // audit entries kept per account
+	idemTTL    time.Duration // lifetime of an idempotency record
 
 	applied atomic.Uint64 // version of the snapshot Watch applied last
 	hints   hintLog       // embedded mode: version → the ACL an UpdateACL wrote
+	reg     registry      // node registry: lease, heartbeat wake-up, last apply
 }
 
 var _ API = (*Store)(nil)
@@ -51,11 +54,14 @@ func newStore(b backend, o options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		b:      b,
-		log:    o.log,
-		now:    o.now,
-		resync: o.resync,
-		m:      m,
+		b:          b,
+		log:        o.log,
+		now:        o.now,
+		resync:     o.resync,
+		m:          m,
+		auditLimit: o.auditLimit,
+		idemTTL:    o.idemTTL,
+		reg:        newRegistry(o.nodeTTL),
 	}
 	m.setUp(true)
 	return s, nil
@@ -72,17 +78,63 @@ func (s *Store) read(ctx context.Context, fn func(tx) error) error {
 	return s.b.view(ctx, func(t tx) error { return fn(&strictTx{t: t}) })
 }
 
-// write runs fn in one backend transaction (see [backend.update]). committed, if not
-// nil, runs after the commit and before the change is published.
-func (s *Store) write(ctx context.Context, fn func(tx) error, committed func(v uint64)) (uint64, error) {
-	v, err := s.b.update(ctx, func(t tx) error { return fn(&strictTx{t: t}) })
+// write runs fn in one backend transaction (see [backend.update]) together with what
+// every write records: the audit entry fn describes in c, and the idempotency record
+// when the context asks for one (checked first: a replay or a mismatch ends the write
+// before fn runs). committed, if not nil, runs after the commit and before the change is
+// published.
+func (s *Store) write(ctx context.Context, fn func(t tx, c *change) error, committed func(v uint64)) (uint64, error) {
+	meta := metaOf(ctx)
+	var c change
+	var next uint64
+	v, epoch, err := s.b.update(ctx, func(bt tx) error {
+		t := &strictTx{t: bt}
+		c = change{meta: &meta}
+		var err error
+		if next, err = t.nextVersion(); err != nil {
+			return err
+		}
+		if meta.idem != nil {
+			if err := replayed(t, meta.idem, time.Now()); err != nil {
+				return err
+			}
+		}
+		if err := fn(t, &c); err != nil {
+			return err
+		}
+		entry, err := s.auditEntry(&c, next)
+		if err != nil {
+			return err
+		}
+		if err := t.appendAudit(c.account, entry, s.auditLimit); err != nil {
+			return err
+		}
+		if meta.idem != nil {
+			if err := s.recordIdempotency(t, meta.idem, next); err != nil {
+				return err
+			}
+		}
+		if c.aclRef != "" {
+			return t.markACLChange(next, c.account, c.aclRef)
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
+	}
+	if v != next {
+		// Cannot happen: the version is read under the write's own lock (bbolt) or WATCH
+		// (Redis). Said loudly, since the audit entry names the wrong version.
+		s.log.Error().Uint64("version", v).Uint64("audited_version", next).Msg("write committed at an unexpected version")
 	}
 	if committed != nil {
 		committed(v)
 	}
-	if err := s.b.publish(ctx, v); err != nil {
+	n := notice{version: v, epoch: epoch}
+	if c.aclRef != "" {
+		n.account, n.acl = c.account, c.aclRef
+	}
+	if err := s.b.publish(ctx, n); err != nil {
 		// The write is committed; watchers catch up on their periodic resync.
 		s.log.Warn().Err(err).Uint64("version", v).Msg("change notice not published")
 	}
@@ -268,11 +320,17 @@ func putNew(t tx, k kind, account, id string, raw []byte) error {
 	return t.setEmptied(false)
 }
 
-// stampUpdate keeps created_at and sets updated_at to now unless fn set it.
+// stampUpdate keeps created_at and sets updated_at to now unless fn set it. An update
+// always moves updated_at (by a nanosecond if it would stay the same, e.g. two updates
+// within one second), so every successful update changes the object's [ETag], even one
+// that changed only a credential's HA1s.
 func (s *Store) stampUpdate(created, updated *time.Time, oldCreated, oldUpdated time.Time) {
 	*created = oldCreated
 	if updated.Equal(oldUpdated) {
 		*updated = s.stamp()
+	}
+	if updated.Equal(oldUpdated) {
+		*updated = oldUpdated.Add(time.Nanosecond)
 	}
 }
 
@@ -306,7 +364,7 @@ func (s *Store) CreateAccount(ctx context.Context, a acl.Account) (uint64, error
 	if err != nil {
 		return 0, fmt.Errorf("store: encode account: %w", err)
 	}
-	return s.write(ctx, func(t tx) error {
+	return s.write(ctx, func(t tx, c *change) error {
 		old, err := t.account(a.AuthID)
 		if err != nil {
 			return err
@@ -314,6 +372,7 @@ func (s *Store) CreateAccount(ctx context.Context, a acl.Account) (uint64, error
 		if old != nil {
 			return fmt.Errorf("%w: account %s exists", ErrConflict, a.AuthID)
 		}
+		c.record(AuditCreate, AuditKindAccount, a.AuthID, a.AuthID, nil, a)
 		return t.putAccount(a.AuthID, raw)
 	}, nil)
 }
@@ -407,13 +466,14 @@ func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx) error {
+	return s.write(ctx, func(t tx, c *change) error {
 		if err := needAccount(t, a.Account); err != nil {
 			return err
 		}
 		if err := idFree(t, kindACL, a.UUID); err != nil {
 			return err
 		}
+		c.record(AuditCreate, AuditKindIPACL, a.Account, a.UUID, nil, a)
 		return putNew(t, kindACL, a.Account, a.UUID, raw)
 	}, nil)
 }
@@ -421,11 +481,27 @@ func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
 // UpdateACL reads the ACL, lets fn change it and writes it back, in one transaction.
 // An error from fn aborts the update and is returned unchanged. fn must not change the
 // id or account (ErrInvalid); created_at is kept, and updated_at is set to now unless fn
-// sets it. fn may run more than once (optimistic retries in Redis mode).
+// sets it (and always changes, see [Store.stampUpdate]). fn may run more than once
+// (optimistic retries in Redis mode).
+//
+// With [WithIfMatch] in ctx the ACL's current [ETag] (or, with [WithEntry], the named
+// entry's) must match first; with WithEntry the audit entry describes that entry's
+// create, update or delete.
 func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.IPACL) error) (acl.IPACL, uint64, error) {
 	var out acl.IPACL
-	v, err := s.write(ctx, func(t tx) error {
+	v, err := s.write(ctx, func(t tx, c *change) error {
 		cur, err := getObj[acl.IPACL](t, kindACL, account, id)
+		if err != nil {
+			return err
+		}
+		entryID := c.meta.entry
+		before := findEntry(cur.Entries, entryID)
+		switch {
+		case entryID == "":
+			err = c.meta.precondition(ETag(cur))
+		case before != nil:
+			err = c.meta.precondition(ETag(*before))
+		}
 		if err != nil {
 			return err
 		}
@@ -449,6 +525,18 @@ func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.
 			return err
 		}
 		out = next
+		after := findEntry(next.Entries, entryID)
+		switch {
+		case entryID == "" || (before == nil && after == nil):
+			c.record(AuditUpdate, AuditKindIPACL, account, id, cur, next)
+		case before == nil:
+			c.record(AuditCreate, AuditKindEntry, account, entryID, nil, *after)
+		case after == nil:
+			c.record(AuditDelete, AuditKindEntry, account, entryID, *before, nil)
+		default:
+			c.record(AuditUpdate, AuditKindEntry, account, entryID, *before, *after)
+		}
+		c.aclRef = id
 		return t.setEmptied(false)
 	}, func(v uint64) {
 		if s.b.incremental() {
@@ -461,11 +549,28 @@ func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.
 	return out, v, nil
 }
 
+// findEntry returns the entry with id, nil when there is none (or id is "").
+func findEntry(entries []acl.Entry, id string) *acl.Entry {
+	if id == "" {
+		return nil
+	}
+	for i := range entries {
+		if entries[i].ID == id {
+			return &entries[i]
+		}
+	}
+	return nil
+}
+
 // DeleteACL removes an ACL of account. While trunks use it the result is an
 // [*InUseError] (wrapping ErrConflict) naming them.
 func (s *Store) DeleteACL(ctx context.Context, account, id string) (uint64, error) {
-	return s.write(ctx, func(t tx) error {
-		if _, err := getObj[acl.IPACL](t, kindACL, account, id); err != nil {
+	return s.write(ctx, func(t tx, c *change) error {
+		cur, err := getObj[acl.IPACL](t, kindACL, account, id)
+		if err != nil {
+			return err
+		}
+		if err := c.meta.precondition(ETag(cur)); err != nil {
 			return err
 		}
 		users, err := usersOf(t, account, func(tr *acl.Trunk) bool { return tr.ACLUUID == id })
@@ -475,6 +580,7 @@ func (s *Store) DeleteACL(ctx context.Context, account, id string) (uint64, erro
 		if len(users) > 0 {
 			return &InUseError{Kind: string(kindACL), ID: id, Trunks: users}
 		}
+		c.record(AuditDelete, AuditKindIPACL, account, id, cur, nil)
 		return deleteObj(t, kindACL, account, id)
 	}, nil)
 }
@@ -529,7 +635,7 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx) error {
+	return s.write(ctx, func(t tx, ch *change) error {
 		if err := needAccount(t, c.Account); err != nil {
 			return err
 		}
@@ -539,6 +645,7 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 		if err := usernameFree(t, c.Username, ""); err != nil {
 			return err
 		}
+		ch.record(AuditCreate, AuditKindCredential, c.Account, c.UUID, nil, c)
 		if err := t.putIndex(idxUsername, c.Username, c.UUID); err != nil {
 			return err
 		}
@@ -549,9 +656,12 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 // UpdateCredential is [Store.UpdateACL] for credentials; a new username must be free.
 func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn func(*acl.Credential) error) (acl.Credential, uint64, error) {
 	var out acl.Credential
-	v, err := s.write(ctx, func(t tx) error {
+	v, err := s.write(ctx, func(t tx, c *change) error {
 		cur, err := getObj[acl.Credential](t, kindCredential, account, id)
 		if err != nil {
+			return err
+		}
+		if err := c.meta.precondition(ETag(cur)); err != nil {
 			return err
 		}
 		next := cur
@@ -586,6 +696,7 @@ func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn fun
 			return err
 		}
 		out = next
+		c.record(AuditUpdate, AuditKindCredential, account, id, cur, next)
 		return t.setEmptied(false)
 	}, nil)
 	if err != nil {
@@ -596,9 +707,12 @@ func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn fun
 
 // DeleteCredential removes a credential of account; [*InUseError] while trunks use it.
 func (s *Store) DeleteCredential(ctx context.Context, account, id string) (uint64, error) {
-	return s.write(ctx, func(t tx) error {
+	return s.write(ctx, func(t tx, ch *change) error {
 		c, err := getObj[acl.Credential](t, kindCredential, account, id)
 		if err != nil {
+			return err
+		}
+		if err := ch.meta.precondition(ETag(c)); err != nil {
 			return err
 		}
 		users, err := usersOf(t, account, func(tr *acl.Trunk) bool { return tr.CredentialUUID == id })
@@ -608,6 +722,7 @@ func (s *Store) DeleteCredential(ctx context.Context, account, id string) (uint6
 		if len(users) > 0 {
 			return &InUseError{Kind: string(kindCredential), ID: id, Trunks: users}
 		}
+		ch.record(AuditDelete, AuditKindCredential, account, id, c, nil)
 		if err := deleteObj(t, kindCredential, account, id); err != nil {
 			return err
 		}
@@ -694,7 +809,7 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx) error {
+	return s.write(ctx, func(t tx, c *change) error {
 		if err := needAccount(t, tr.Account); err != nil {
 			return err
 		}
@@ -704,6 +819,7 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 		if err := checkTrunkRefs(t, &tr); err != nil {
 			return err
 		}
+		c.record(AuditCreate, AuditKindTrunk, tr.Account, string(tr.ID), nil, tr)
 		if tr.Domain != "" {
 			if err := t.putIndex(idxDomain, domainKey(tr.Domain), string(tr.ID)); err != nil {
 				return err
@@ -717,9 +833,12 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 // domain rules.
 func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID, fn func(*acl.Trunk) error) (acl.Trunk, uint64, error) {
 	var out acl.Trunk
-	v, err := s.write(ctx, func(t tx) error {
+	v, err := s.write(ctx, func(t tx, c *change) error {
 		cur, err := getObj[acl.Trunk](t, kindTrunk, account, string(id))
 		if err != nil {
+			return err
+		}
+		if err := c.meta.precondition(ETag(cur)); err != nil {
 			return err
 		}
 		next := cur
@@ -754,6 +873,7 @@ func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID,
 			return err
 		}
 		out = next
+		c.record(AuditUpdate, AuditKindTrunk, account, string(id), cur, next)
 		return t.setEmptied(false)
 	}, nil)
 	if err != nil {
@@ -764,11 +884,15 @@ func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID,
 
 // DeleteTrunk removes a trunk of account and frees its domain.
 func (s *Store) DeleteTrunk(ctx context.Context, account string, id acl.TrunkID) (uint64, error) {
-	return s.write(ctx, func(t tx) error {
+	return s.write(ctx, func(t tx, c *change) error {
 		tr, err := getObj[acl.Trunk](t, kindTrunk, account, string(id))
 		if err != nil {
 			return err
 		}
+		if err := c.meta.precondition(ETag(tr)); err != nil {
+			return err
+		}
+		c.record(AuditDelete, AuditKindTrunk, account, string(id), tr, nil)
 		if err := deleteObj(t, kindTrunk, account, string(id)); err != nil {
 			return err
 		}

@@ -34,12 +34,16 @@ func (s *Store) AppliedVersion() uint64 { return s.applied.Load() }
 //
 // A failed load or compile keeps the last good snapshot (logged and counted, loads are
 // retried with backoff). A data set that is empty never replaces a non-empty snapshot
-// unless it was emptied on purpose by a write ([acl.Dataset.Emptied]). In embedded mode,
-// a change that only touched one ACL is applied with [acl.Snapshot.WithACL] instead of a
-// full compile.
+// unless it was emptied on purpose by a write ([acl.Dataset.Emptied]). A change that only
+// touched one ACL (UpdateACL) is applied with [acl.Snapshot.WithACL] instead of a full
+// compile: in embedded mode from this process's own record of the write, in Redis mode
+// when the notice is for the version right after the applied one in the same epoch, from
+// that ACL alone, read and verified at that version (see README.md, "Watch").
 //
 // apply runs on Watch's goroutine, one call at a time, with snapshots in version order
-// (except after a reset). Run one Watch per Store.
+// (except after a reset). When it returns, Watch records the snapshot's version, epoch
+// and time for the node registry ([Store.SelfStatus]) and wakes [Store.RunHeartbeat].
+// Run one Watch per Store.
 func (s *Store) Watch(ctx context.Context, apply func(*acl.Snapshot)) error {
 	w := &watcher{s: s, apply: apply, p: newPokes(), log: s.log}
 	return w.run(ctx)
@@ -130,27 +134,61 @@ func (w *watcher) run(parent context.Context) error {
 		case <-retry.C:
 			full = true
 		}
-		v, seen, asked := w.p.take()
-		ok = w.step(ctx, v, seen, full || asked)
+		n, seen, asked := w.p.take()
+		ok = w.step(ctx, n, seen, full || asked)
 	}
 }
 
-// step handles what was noticed since the last step: version v (when seen) and whether
-// a full reload is due. It reports false when a load failed (retry soon).
-func (w *watcher) step(ctx context.Context, v uint64, seen, full bool) bool {
+// step handles what was noticed since the last step: the newest notice n (when seen)
+// and whether a full reload is due. It reports false when a load failed (retry soon).
+func (w *watcher) step(ctx context.Context, n notice, seen, full bool) bool {
+	v := n.version
 	switch {
 	case full || w.snap == nil:
 		return w.reload(ctx)
 	case !seen || v == w.applied:
 		return true
 	case v > w.applied:
-		if w.incremental(v) {
+		if w.incremental(v) || w.notified(ctx, n) {
 			return true
 		}
 		return w.reload(ctx)
 	default: // v < applied: a late notice, or the data set went back (restore, wipe)
 		return w.reload(ctx)
 	}
+}
+
+// notified applies the write a notice of another process announced by swapping one ACL
+// into the applied snapshot, when the notice says the write changed only that ACL and is
+// the very next version of the applied epoch. The notice only selects what to read:
+// [backend.aclChange] verifies all of it in the same atomic read that fetches the ACL
+// (one round trip), and anything unexpected — a gap, another epoch, another kind of
+// write, an ACL that does not decode or validate — returns false for the full reload.
+func (w *watcher) notified(ctx context.Context, n notice) bool {
+	if w.s.b.incremental() || n.acl == "" || n.version != w.applied+1 || n.epoch == "" || n.epoch != w.epoch {
+		return false
+	}
+	start := time.Now()
+	raw, err := w.s.b.aclChange(ctx, n)
+	if err != nil {
+		if !errors.Is(err, errNotIncremental) {
+			w.log.Debug().Err(err).Uint64("version", n.version).Msg("incremental load failed, reloading everything")
+		}
+		return false
+	}
+	a, err := decode[acl.IPACL](raw, kindACL)
+	if err != nil || a.UUID != n.acl || a.Account != n.account {
+		return false
+	}
+	snap, err := withACL(w.snap, a, n.version)
+	if err != nil {
+		w.log.Debug().Err(err).Uint64("version", n.version).Msg("incremental update failed, compiling everything")
+		return false
+	}
+	w.s.m.setUp(true)
+	w.s.m.compiled(time.Since(start).Seconds())
+	w.swap(snap, n.version, w.epoch, resultIncremental, false)
+	return true
 }
 
 // incremental brings the snapshot from the applied version to v by swapping in the ACLs
@@ -225,6 +263,7 @@ func (w *watcher) swap(snap *acl.Snapshot, v uint64, epoch, result string, reset
 	w.apply(snap)
 	w.snap, w.applied, w.epoch = snap, v, epoch
 	w.s.applied.Store(v)
+	w.s.noteApplied(v, epoch) // after apply returned: the data path serves it now
 	w.s.m.applied(v)
 	w.s.m.reload(result)
 	ev := w.log.Info()

@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	sipmsg "github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -68,20 +70,40 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		}
 		return nil // no snapshot yet: 503 + Retry-After
 	}
+	// sipgo logs some paths only through its default logger (TCP connections): bridge both.
+	sipLog := newSlogBridge(log, cfg.SIPLogLevel)
+	sipmsg.SetDefaultLogger(sipLog)
+	var sipOpts []sip.Option
+	var liveNodes atomic.Int64 // Redis mode: live nodes, to split cluster-wide call caps
+	if cfg.RedisURL != "" {
+		sipOpts = append(sipOpts, sip.WithBanStore(st.Bans()),
+			sip.WithNodeCount(func() int { return max(int(liveNodes.Load()), 1) }))
+	}
 	sipSrv, err := sip.New(sip.Config{
-		Listen:            cfg.SIPListen,
-		Advertise:         cfg.SIPAdvertise,
-		Upstream:          cfg.Upstream,
-		Realm:             cfg.SIPRealm,
-		DigestAlgorithms:  cfg.DigestAlgorithms,
-		NonceKey:          nonceKey,
-		NonceTTL:          cfg.NonceTTL,
-		UserAgent:         cfg.UserAgent,
-		TransactionLinger: cfg.TransactionLinger,
-		Logger:            log.With().Str("component", "sip").Logger(),
-		SlogLogger:        newSlogBridge(log, cfg.SIPLogLevel),
-		Registerer:        reg,
-	}, policy)
+		Listen:                  cfg.SIPListen,
+		Advertise:               cfg.SIPAdvertise,
+		Upstream:                cfg.Upstream,
+		Realm:                   cfg.SIPRealm,
+		DigestAlgorithms:        cfg.DigestAlgorithms,
+		NonceKey:                nonceKey,
+		NonceTTL:                cfg.NonceTTL,
+		UserAgent:               cfg.UserAgent,
+		TransactionLinger:       cfg.TransactionLinger,
+		NodeName:                cfg.NodeID,
+		TrustedProxies:          cfg.trustedProxies,
+		BanThreshold:            cfg.BanThreshold,
+		BanWindow:               cfg.BanWindow,
+		BanTTL:                  cfg.BanTTL,
+		BanAction:               cfg.BanAction,
+		RateLimitRequests:       cfg.RateLimit,
+		RateLimitWindow:         cfg.RateLimitWindow,
+		RateLimitListedRequests: cfg.RateLimitListed,
+		ConcurrentCapCode:       cfg.ConcurrentCapCode,
+		ProxyHeaderTimeout:      cfg.ProxyHeaderTimeout,
+		Logger:                  log.With().Str("component", "sip").Logger(),
+		SlogLogger:              sipLog,
+		Registerer:              reg,
+	}, policy, sipOpts...)
 	if err != nil {
 		return fmt.Errorf("sip: %w", err)
 	}
@@ -159,6 +181,9 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		}
 		return fmt.Errorf("store watch: %w", err)
 	})
+	if cfg.RedisURL != "" {
+		g.Go(func() error { return countNodes(gctx, st, &liveNodes) })
+	}
 	g.Go(func() error { return rec.Run(gctx, hitStore.AddHits, hits.DefaultFlushInterval) })
 	g.Go(func() error {
 		return st.RunHeartbeat(gctx, st.SelfStatus(cfg.NodeID, advertised(cfg), time.Now()), store.DefaultHeartbeat)
@@ -214,6 +239,23 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return nil
 	}
 	return err
+}
+
+// countNodes keeps n at the number of live nodes in the registry (Redis mode), for the
+// per-node share of cluster-wide call caps; on a registry error it keeps the last count.
+func countNodes(ctx context.Context, st *store.Store, n *atomic.Int64) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if ns, err := st.Nodes(ctx); err == nil && len(ns) > 0 {
+			n.Store(int64(len(ns)))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // advertised is the SIP address other nodes and operators see for this node.

@@ -38,8 +38,19 @@ type Config struct {
 	UserAgent         string
 	TransactionLinger time.Duration
 	ShowVersion       bool
-	APIAllow          string // comma-separated CIDRs; "" = every source
-	TrustedProxies    string // comma-separated CIDRs of load balancers (PROXY protocol, X-Forwarded-For)
+
+	// Brute-force and scanner defence, rate limit and call caps (sip.Config fields of the same names).
+	BanThreshold       int
+	BanWindow          time.Duration
+	BanTTL             time.Duration
+	BanAction          string
+	RateLimit          int
+	RateLimitWindow    time.Duration
+	RateLimitListed    int
+	ConcurrentCapCode  int
+	ProxyHeaderTimeout time.Duration
+	APIAllow           string // comma-separated CIDRs; "" = every source
+	TrustedProxies     string // comma-separated CIDRs of load balancers (PROXY protocol, X-Forwarded-For)
 
 	apiAllow, trustedProxies []netip.Prefix // parsed by Validate
 
@@ -57,19 +68,27 @@ type secrets struct {
 
 func defaultConfig() Config {
 	return Config{
-		SIPListen:        "0.0.0.0:5060",
-		HTTPListen:       "127.0.0.1:8080",
-		DataDir:          "./sipedge-data",
-		Upstream:         "sip:127.0.0.1:5080",
-		SIPDomain:        "sipedge.local",
-		DigestAlgorithms: []string{acl.DigestMD5, acl.DigestSHA256},
-		NonceTTL:         300 * time.Second,
-		ResyncInterval:   30 * time.Second,
-		DrainTimeout:     30 * time.Second,
-		LogLevel:         "info",
-		LogFormat:        "json",
-		SIPLogLevel:      "warn",
-		UserAgent:        "sipedge",
+		SIPListen:          "0.0.0.0:5060",
+		HTTPListen:         "127.0.0.1:8080",
+		DataDir:            "./sipedge-data",
+		Upstream:           "sip:127.0.0.1:5080",
+		SIPDomain:          "sipedge.local",
+		DigestAlgorithms:   []string{acl.DigestMD5, acl.DigestSHA256},
+		NonceTTL:           300 * time.Second,
+		ResyncInterval:     30 * time.Second,
+		DrainTimeout:       30 * time.Second,
+		LogLevel:           "info",
+		LogFormat:          "json",
+		SIPLogLevel:        "warn",
+		UserAgent:          "sipedge",
+		BanThreshold:       5,
+		BanWindow:          time.Minute,
+		BanTTL:             10 * time.Minute,
+		BanAction:          "drop",
+		RateLimit:          30,
+		RateLimitWindow:    2 * time.Second,
+		ConcurrentCapCode:  486,
+		ProxyHeaderTimeout: 5 * time.Second,
 	}
 }
 
@@ -105,6 +124,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.TransactionLinger, "transaction-linger", c.TransactionLinger, "how long finished SIP transactions are kept for retransmissions (0: RFC 3261 64*T1 = 32s)")
 	fs.StringVar(&c.APIAllow, "api-allow", c.APIAllow, "comma-separated CIDRs allowed to reach the HTTP API and /metrics (default: everyone)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated CIDRs of load balancers whose PROXY protocol (SIP over TCP) and X-Forwarded-For (HTTP) are believed")
+	fs.IntVar(&c.BanThreshold, "ban-threshold", c.BanThreshold, "failed digests / unknown-trunk INVITEs per source within --ban-window that ban it (-1: no bans)")
+	fs.DurationVar(&c.BanWindow, "ban-window", c.BanWindow, "window in which --ban-threshold failures are counted")
+	fs.DurationVar(&c.BanTTL, "ban-ttl", c.BanTTL, "how long a source stays banned")
+	fs.StringVar(&c.BanAction, "ban-action", c.BanAction, "what a banned source gets: drop (silence) or 403")
+	fs.IntVar(&c.RateLimit, "rate-limit", c.RateLimit, "requests per --rate-limit-window a source not listed in any ACL may send before being dropped (-1: off)")
+	fs.DurationVar(&c.RateLimitWindow, "rate-limit-window", c.RateLimitWindow, "window of --rate-limit")
+	fs.IntVar(&c.RateLimitListed, "rate-limit-listed", c.RateLimitListed, "the same limit for sources listed in an ACL (0: exempt)")
+	fs.IntVar(&c.ConcurrentCapCode, "concurrent-cap-code", c.ConcurrentCapCode, "SIP answer when a trunk's max_concurrent is reached: 486 or 503")
+	fs.DurationVar(&c.ProxyHeaderTimeout, "proxy-header-timeout", c.ProxyHeaderTimeout, "how long a trusted proxy may take to send its PROXY protocol header")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -250,6 +278,25 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("--%s %q: want debug, info, warn or error", name, l)
 		}
+	}
+	switch c.BanAction {
+	case "drop", "403":
+	default:
+		return fmt.Errorf("--ban-action %q: want drop or 403", c.BanAction)
+	}
+	if c.ConcurrentCapCode != 486 && c.ConcurrentCapCode != 503 {
+		return fmt.Errorf("--concurrent-cap-code %d: want 486 or 503", c.ConcurrentCapCode)
+	}
+	for name, d := range map[string]time.Duration{"ban-window": c.BanWindow, "ban-ttl": c.BanTTL, "rate-limit-window": c.RateLimitWindow, "proxy-header-timeout": c.ProxyHeaderTimeout} {
+		if d <= 0 {
+			return fmt.Errorf("--%s %s: must be positive", name, d)
+		}
+	}
+	if c.BanThreshold == 0 || c.BanThreshold < -1 {
+		return fmt.Errorf("--ban-threshold %d: want a positive count, or -1 for no bans", c.BanThreshold)
+	}
+	if c.RateLimit == 0 || c.RateLimit < -1 || c.RateLimitListed < 0 {
+		return fmt.Errorf("--rate-limit %d / --rate-limit-listed %d: want a positive count (-1 / 0 to turn off)", c.RateLimit, c.RateLimitListed)
 	}
 	var err error
 	if c.apiAllow, err = control.ParsePrefixes(c.APIAllow); err != nil {

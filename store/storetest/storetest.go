@@ -22,8 +22,9 @@ import (
 	"github.com/sipedge/sipedge/store"
 )
 
-// Open returns a fresh, empty store. Closing it is the opener's job (t.Cleanup).
-type Open func(t *testing.T) *store.Store
+// Open returns a fresh, empty store opened with opts. Closing it is the opener's job
+// (t.Cleanup).
+type Open func(t *testing.T, opts ...store.Option) *store.Store
 
 // Reopen closes old and opens the same data set again (a process restart).
 type Reopen func(t *testing.T, old *store.Store) *store.Store
@@ -53,10 +54,20 @@ func Run(t *testing.T, open Open, reopen Reopen) {
 		{"LoadConsistent", testLoadConsistent},
 		{"Emptied", testEmptied},
 		{"Watch", testWatch},
+		{"Audit", testAudit},
+		{"AuditIsolationAndPages", testAuditPages},
+		{"IfMatch", testIfMatch},
+		{"IfMatchConcurrent", testIfMatchConcurrent},
+		{"Idempotency", testIdempotency},
+		{"IdempotencyConcurrent", testIdempotencyConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
+	t.Run("AuditLimit", func(t *testing.T) { testAuditLimit(t, open(t, store.WithAuditLimit(5))) })
+	t.Run("IdempotencyExpires", func(t *testing.T) {
+		testIdempotencyExpires(t, open(t, store.WithIdempotencyTTL(300*time.Millisecond)))
+	})
 	t.Run("Restart", func(t *testing.T) {
 		if reopen == nil {
 			t.Skip("backend has no restart")
@@ -145,16 +156,50 @@ func dump(t *testing.T, s *store.Store) []byte {
 	return raw
 }
 
-// unchanged runs a write that must fail with want and asserts it changed nothing.
+// auditDump is the audit log of every account (and of the accounts the suite names
+// without creating them), as comparable bytes.
+func auditDump(t *testing.T, s *store.Store) []byte {
+	t.Helper()
+	accts, err := s.Accounts(ctx)
+	if err != nil {
+		t.Fatalf("Accounts: %v", err)
+	}
+	ids := []string{"MNONE", accA, accB}
+	for _, a := range accts {
+		ids = append(ids, a.AuthID)
+	}
+	logs := map[string][]store.AuditEntry{}
+	for _, id := range ids {
+		entries, total, err := s.Audit(ctx, id, store.Page{})
+		if err != nil {
+			t.Fatalf("Audit(%s): %v", id, err)
+		}
+		if total != len(entries) {
+			t.Fatalf("Audit(%s): %d entries, total %d", id, len(entries), total)
+		}
+		logs[id] = entries
+	}
+	raw, err := json.Marshal(logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// unchanged runs a write that must fail with want and asserts it changed nothing: not
+// the data set, not its version, not any audit log.
 func unchanged(t *testing.T, s *store.Store, want error, write func() error) error {
 	t.Helper()
-	before := dump(t, s)
+	before, audit := dump(t, s), auditDump(t, s)
 	err := write()
 	if !errors.Is(err, want) {
 		t.Fatalf("got error %v, want %v", err, want)
 	}
 	if after := dump(t, s); !bytes.Equal(before, after) {
 		t.Fatalf("failed write changed the data set:\nbefore %s\nafter  %s", before, after)
+	}
+	if after := auditDump(t, s); !bytes.Equal(audit, after) {
+		t.Fatalf("failed write changed an audit log:\nbefore %s\nafter  %s", audit, after)
 	}
 	return err
 }
