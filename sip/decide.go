@@ -76,8 +76,10 @@ func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authentic
 
 	var trunk *acl.TrunkPolicy
 	id, ok := pol.TrunkByDomain(req.Recipient.Host)
+	bySource := false // MatchSource's answer already means "src is in an enabled entry of its ACL"
 	if !ok {
 		id, ok = pol.MatchSource(addr)
+		bySource = ok
 	}
 	if ok {
 		trunk, _ = pol.Trunk(id)
@@ -90,7 +92,7 @@ func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authentic
 			d.verdict = acl.VerdictTrunkDisabled
 			return d
 		}
-		if trunk.HasACL && pol.Allows(trunk.ID, addr) {
+		if trunk.HasACL && (bySource || pol.Allows(trunk.ID, addr)) { // one table walk either way
 			d.verdict = acl.VerdictAllowIP
 			return d
 		}

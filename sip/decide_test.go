@@ -227,3 +227,38 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// TestDecideAllocatesNothing: from the socket source string to the verdict, the per-INVITE
+// path allocates nothing, for an allowed source and for a challenged one (the decision; the
+// 407 it leads to is built afterwards).
+func TestDecideAllocatesNothing(t *testing.T) {
+	snap := mustCompile(t, testDataset("sip:127.0.0.1:5080"))
+	auth := newAuthenticator(testRealm, time.Minute, testKey)
+	algs := []string{acl.DigestMD5, acl.DigestSHA256}
+	for _, tc := range []struct {
+		name string
+		src  string
+		want acl.Verdict
+	}{
+		{"allow_ip", "127.0.0.2:5060", acl.VerdictAllowIP},
+		{"challenge", "127.0.0.9:5060", acl.VerdictChallenge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := parseReq(t, rawRequest("INVITE", "sip:service@127.0.0.1:5060"), tc.src)
+			var v acl.Verdict
+			allocs := testing.AllocsPerRun(1000, func() {
+				src, err := netip.ParseAddrPort(req.MessageData.Source())
+				if err != nil {
+					t.Fatal(err)
+				}
+				v = decide(snap, src, req, auth, algs).verdict
+			})
+			if v != tc.want {
+				t.Fatalf("verdict %v, want %v", v, tc.want)
+			}
+			if allocs != 0 {
+				t.Fatalf("%v allocations per decision, want 0", allocs)
+			}
+		})
+	}
+}
