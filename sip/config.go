@@ -222,6 +222,7 @@ type options struct {
 	resolver *net.Resolver
 	bans     BanStore
 	nodes    func() int
+	hits     HitRecorder
 }
 
 // WithSIPLogger routes sipgo's own logging (transport and transaction layers) to l, like
@@ -242,6 +243,22 @@ func WithBanStore(bs BanStore) Option { return func(o *options) { o.bans = bs } 
 // limit holds approximately. It is called per capped INVITE and must be cheap and
 // non-blocking (e.g. an atomic the heartbeat loop updates). Default: 1.
 func WithNodeCount(n func() int) Option { return func(o *options) { o.nodes = n } }
+
+// HitRecorder counts which ACL entry let an INVITE in (hits.Recorder implements it).
+// Record is called on the SIP path: it must be cheap, lock-free and allocation-free.
+type HitRecorder interface {
+	Record(account, aclUUID, entryID string)
+}
+
+// WithHitRecorder makes every INVITE allowed by IP count a hit on the entry that matched,
+// when the Policy can name it (see [entryMatcher]).
+func WithHitRecorder(r HitRecorder) Option { return func(o *options) { o.hits = r } }
+
+// entryMatcher is the optional part of a Policy that names the entry a source matched
+// (*acl.Snapshot has it).
+type entryMatcher interface {
+	MatchedEntry(id acl.TrunkID, src netip.Addr) (aclUUID, entryID string, ok bool)
+}
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {

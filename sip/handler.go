@@ -83,6 +83,15 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 }
 
+// recordHit counts the ACL entry that let src in for trunk t.
+func (s *Server) recordHit(pol Policy, t *acl.TrunkPolicy, src netip.Addr) {
+	if m, ok := pol.(entryMatcher); ok {
+		if aclUUID, entryID, ok := m.MatchedEntry(t.ID, src.Unmap()); ok {
+			s.hits.Record(t.Account, aclUUID, entryID)
+		}
+	}
+}
+
 // onInvite judges an out-of-dialog INVITE and answers or relays it.
 func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, tp string) {
 	var (
@@ -103,6 +112,9 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 		s.m.digestResult(d.digest)
 		if reason := failureReason(&d); reason != "" {
 			s.bans.failure(src.Addr(), reason)
+		}
+		if d.verdict == acl.VerdictAllowIP && s.hits != nil {
+			s.recordHit(pol, d.trunk, src.Addr())
 		}
 		if d.verdict.Allowed() {
 			slot, d.capKind = s.caps.admit(d.trunk)

@@ -33,6 +33,7 @@ type Server struct {
 	ups    *upstreamCache
 	dlg    *dialogTable
 	bans   *Bans
+	hits   HitRecorder  // nil: no hit counting
 	limit  *rateLimiter // unlisted sources; nil: off
 	limitL *rateLimiter // listed sources; nil: exempt
 	caps   *trunkCaps
@@ -103,6 +104,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		limit:       newRateLimiter(cfg.RateLimitRequests, cfg.RateLimitWindow, cfg.MaxRateSources),
 		limitL:      newRateLimiter(cfg.RateLimitListedRequests, cfg.RateLimitWindow, cfg.MaxRateSources),
 		caps:        newTrunkCaps(o.nodes),
+		hits:        o.hits,
 	}
 	s.ups.onResolve = s.upIPs.add
 	s.sec = s.log.Sample(&zerolog.BurstSampler{Burst: 100, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 100}})

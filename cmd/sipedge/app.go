@@ -73,7 +73,11 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	// sipgo logs some paths only through its default logger (TCP connections): bridge both.
 	sipLog := newSlogBridge(log, cfg.SIPLogLevel)
 	sipmsg.SetDefaultLogger(sipLog)
-	var sipOpts []sip.Option
+	// Per-entry hit counts: counted lock-free on the SIP path, flushed every 10 s.
+	// TODO(store): aggregate in the store across nodes; until then each node keeps its own.
+	var hitStore hits.Memory
+	rec := hits.New(hits.WithLogger(log.With().Str("component", "hits").Logger()), hits.WithRegisterer(reg))
+	sipOpts := []sip.Option{sip.WithHitRecorder(rec)}
 	var liveNodes atomic.Int64 // Redis mode: live nodes, to split cluster-wide call caps
 	if cfg.RedisURL != "" {
 		sipOpts = append(sipOpts, sip.WithBanStore(st.Bans()),
@@ -120,10 +124,6 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	if err := apiCfg.Validate(); err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
-	// Per-entry hit counts: counted lock-free on the SIP path, flushed every 10 s.
-	// TODO(store): aggregate in the store across nodes; until then each node keeps its own.
-	var hitStore hits.Memory
-	rec := hits.New(hits.WithLogger(log.With().Str("component", "hits").Logger()), hits.WithRegisterer(reg))
 	api := control.New(apiCfg, st, control.WithCluster(st), control.WithSnapshot(holder.Load),
 		control.WithBans(sipSrv.Bans()), control.WithHits(&hitStore))
 
