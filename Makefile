@@ -3,7 +3,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: run build test test-short lint fuzz bench bench-acl bench-sip bench-propagation clean
+.PHONY: run build test test-short lint fuzz test-fuzz bench bench-acl bench-sip bench-propagation clean
 
 ## run: start sipedge on the embedded store with the defaults it prints
 run:
@@ -29,7 +29,7 @@ lint:
 
 ## fuzz: every fuzz target for a bounded time (FUZZTIME, default 20s each)
 FUZZTIME ?= 20s
-fuzz:
+fuzz test-fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)
 
 ## bench: matcher benchmarks, then the SIP ladder

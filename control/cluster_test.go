@@ -444,3 +444,45 @@ func TestClusterUnavailable(t *testing.T) {
 		t.Errorf("the registry was polled %d times in 200ms", n)
 	}
 }
+
+// TestClusterEpoch: a node counts as serving version V only with the data set's current
+// epoch; a node still on a wiped data set's epoch serves nothing of the new one, however
+// high its version number.
+func TestClusterEpoch(t *testing.T) {
+	e := newEnv(t)
+	e.withCluster(e.st)
+	e.runNode()
+	e.createACL("pbx", "192.0.2.10")
+	v := e.version()
+	e.waitNode("edge-a", v)
+	epoch := e.head().Epoch
+	e.beatEpoch(v+100, "5d1c5a8e-0000-4000-8000-00000000dead")
+
+	r := e.do(req{method: "GET", path: fmt.Sprintf("/v1/Cluster/Version/%d/", v)}).must(t, 200)
+	behind, _ := r.body["nodes_behind"].([]any)
+	if r.str("message") != "served by 1 of 2 live nodes" || r.str("data_epoch") != epoch || len(behind) != 1 ||
+		behind[0].(map[string]any)["node_id"] != "edge-b" {
+		t.Fatalf("stale-epoch node counted: %s", r.raw)
+	}
+	nodes := e.do(req{method: "GET", path: "/v1/Cluster/"}).must(t, 200)
+	if nodes.str("data_epoch") != epoch {
+		t.Fatalf("data_epoch %q, want %q", nodes.str("data_epoch"), epoch)
+	}
+	for _, n := range nodes.body["nodes"].([]any) {
+		n := n.(map[string]any)
+		if want := map[string]string{"edge-a": epoch, "edge-b": "5d1c5a8e-0000-4000-8000-00000000dead"}[n["node_id"].(string)]; n["epoch"] != want {
+			t.Errorf("node %v: epoch %v, want %s", n["node_id"], n["epoch"], want)
+		}
+	}
+	w := e.do(req{method: "POST", path: "IPAccessControlList/?wait=all&wait_timeout=200ms",
+		body: map[string]any{"name": "x", "ip_addresses": []string{"192.0.2.11"}}}).must(t, 201)
+	if w.str("propagation") != "timeout" || w.hdr.Get("X-Sipedge-Served-By") != "1/2" {
+		t.Fatalf("wait=all with a stale-epoch node: %s %v", w.raw, w.hdr)
+	}
+	// On the current epoch it counts.
+	e.beat(e.version())
+	r = e.do(req{method: "GET", path: fmt.Sprintf("/v1/Cluster/Version/%d/", e.version())}).must(t, 200)
+	if r.str("message") != "served by 2 of 2 live nodes" {
+		t.Fatalf("after catching up: %s", r.raw)
+	}
+}

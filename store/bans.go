@@ -7,12 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
-	"weak"
 
 	"github.com/redis/go-redis/v9"
 
@@ -37,27 +35,19 @@ type Bans struct {
 // IPv4 address nor an IPv6 /64.
 var ErrInvalidSource = fmt.Errorf("%w: ban source must be an IPv4 address or an IPv6 /64", ErrInvalid)
 
-// Bans returns the shared ban list of s (one per Store).
+// Bans returns the shared ban list of s (one per Store, built on first use).
 func (s *Store) Bans() *Bans {
-	k := weak.Make(s)
-	if v, ok := banLists.Load(k); ok {
-		return v.(*Bans)
-	}
-	b := &Bans{now: time.Now}
-	if r, ok := s.b.(*redisBackend); ok {
-		b.r = r
-	} else {
-		b.mem = &memBans{fails: map[string]memFail{}, bans: map[string]acl.Ban{}}
-	}
-	v, loaded := banLists.LoadOrStore(k, b)
-	if !loaded {
-		runtime.AddCleanup(s, func(k weak.Pointer[Store]) { banLists.Delete(k) }, k)
-	}
-	return v.(*Bans)
+	s.bansOnce.Do(func() {
+		b := &Bans{now: time.Now}
+		if r, ok := s.b.(*redisBackend); ok {
+			b.r = r
+		} else {
+			b.mem = &memBans{fails: map[string]memFail{}, bans: map[string]acl.Ban{}}
+		}
+		s.bans = b
+	})
+	return s.bans
 }
-
-// banLists maps a Store to its Bans without keeping the Store alive (as clusterStates).
-var banLists sync.Map // weak.Pointer[Store] → *Bans
 
 // checkSource accepts "a.b.c.d" and "x:x:x:x::/64" (canonical forms only, so one source
 // has one key).

@@ -160,8 +160,8 @@ func (b *boltBackend) audit(ctx context.Context, account string, p Page) ([][]by
 		c := btx.Bucket(bucketAudit).Cursor()
 		// The newest entry is the last key with the prefix: step back from the first key
 		// after it (ids hold no control characters, so account+"\x01" sorts after them).
-		k, v := c.Seek([]byte(account + "\x01"))
-		if k == nil {
+		var k, v []byte
+		if k, _ = c.Seek([]byte(account + "\x01")); k == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()

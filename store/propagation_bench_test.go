@@ -31,8 +31,10 @@ import (
 //   - burst: 1,000 such writes back to back; per write, the time from its return to every
 //     node serving it or a later version (reloads coalesce);
 //   - 100k: a data set of 100,000 entries over 100 ACLs and trunks; one UpdateACL → every
-//     node serving it (notice + load + compile + swap), repeated, with the compile time
-//     alone from sipedge_snapshot_compile_seconds.
+//     node serving it (notice + the one ACL's read + incremental apply + swap; a full
+//     load + compile when the notice cannot be applied incrementally), repeated, with the
+//     build time alone from sipedge_snapshot_compile_seconds, and the cost of the full
+//     path at that size for comparison.
 func TestPropagationBench(t *testing.T) {
 	if os.Getenv("SIPEDGE_BENCH_PROPAGATION") != "1" {
 		t.Skip("set SIPEDGE_BENCH_PROPAGATION=1 (and SIPEDGE_TEST_REDIS) to run; see make bench-propagation")
@@ -114,7 +116,8 @@ func TestPropagationBench(t *testing.T) {
 		t.Logf("  %-44s %s", "burst: write return → every holder", row(burstLat))
 		t.Logf("  burst: %d writes in %v (%.0f/s); snapshots applied per node over the whole run: %v",
 			writes, elapsed.Round(time.Millisecond), float64(writes)/elapsed.Seconds(), applies)
-		t.Logf("  mean compile (acl.Compile) per node: %v", perCompile)
+		t.Logf("  mean snapshot build per node (full compile or one-ACL incremental, with its read): %v", perCompile)
+		t.Logf("  applied incrementally per node: %v", c.incrementals(t))
 	})
 
 	t.Run("100k entries", func(t *testing.T) {
@@ -160,11 +163,27 @@ func TestPropagationBench(t *testing.T) {
 		if snap := c.nodes[2].holder.Load(); !snap.Allows(acl.TrunkID(fmt.Sprintf("t-%d", (rounds-1)%acls)), benchAddr(acls*per+rounds-1)) {
 			t.Fatal("the last change is not served")
 		}
+		// What the full-reload path costs at this size (a gap, a resync, another kind of
+		// write): one load and one compile.
+		loadStart := time.Now()
+		ds, err := w.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loaded := time.Since(loadStart)
+		compileStart := time.Now()
+		if _, err := acl.Compile(ds); err != nil {
+			t.Fatal(err)
+		}
+		compiled := time.Since(compileStart)
 		t.Logf("100k entries (%d ACLs × %d, %d trunks), 3 nodes on one Redis; seeding took %v, first load+compile on 3 nodes %v",
 			acls, per, acls, seeded.Round(time.Millisecond), boot.Round(time.Millisecond))
 		t.Logf("  %-44s %8s %8s %8s", "", "p50", "p99", "max")
 		t.Logf("  %-44s %s", "one UpdateACL → every node serving it", row(lat))
-		t.Logf("  mean compile (acl.Compile) per node: %v", perCompile)
+		t.Logf("  mean snapshot build per node (one-ACL incremental, with its read): %v; applied incrementally per node: %v",
+			perCompile, c.incrementals(t))
+		t.Logf("  full-reload path at this size, for comparison: load %v + acl.Compile %v",
+			loaded.Round(time.Millisecond), compiled.Round(time.Millisecond))
 	})
 }
 
@@ -348,6 +367,16 @@ func (c *benchCluster) compileSeconds(t *testing.T) []histo {
 				out[i] = histo{h.GetSampleSum(), h.GetSampleCount()}
 			}
 		}
+	}
+	return out
+}
+
+// incrementals is the number of snapshots each node applied incrementally.
+func (c *benchCluster) incrementals(t *testing.T) []int {
+	t.Helper()
+	out := make([]int, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = int(reloads(t, n.reg, "incremental"))
 	}
 	return out
 }

@@ -44,6 +44,9 @@ type Store struct {
 	applied atomic.Uint64 // version of the snapshot Watch applied last
 	hints   hintLog       // embedded mode: version → the ACL an UpdateACL wrote
 	reg     registry      // node registry: lease, heartbeat wake-up, last apply
+
+	bansOnce sync.Once
+	bans     *Bans // see [Store.Bans]
 }
 
 var _ API = (*Store)(nil)

@@ -172,10 +172,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		})
 	}
 	g.Go(func() error {
-		err := st.Watch(gctx, func(s *acl.Snapshot) {
-			holder.Store(s)
-			st.NotifyApplied(s) // the heartbeat reports the new version at once (?wait=all)
-		})
+		err := st.Watch(gctx, holder.Store) // Watch also tells the heartbeat (?wait=all)
 		if gctx.Err() != nil {
 			return nil
 		}
