@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,16 +18,12 @@ import (
 // runTool runs a scanner with a hard time limit and returns its combined output.
 func runTool(t *testing.T, limit time.Duration, bin string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)       // killed when the limit passes
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir()) // sipvicious keeps session files there
-	done := make(chan struct{})
-	var out []byte
-	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(limit):
-		cmd.Process.Kill()
-		<-done
+	out, _ := cmd.CombinedOutput()
+	if ctx.Err() != nil {
 		t.Logf("%s killed after %v", filepath.Base(bin), limit)
 	}
 	return string(out)
