@@ -73,9 +73,8 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	// sipgo logs some paths only through its default logger (TCP connections): bridge both.
 	sipLog := newSlogBridge(log, cfg.SIPLogLevel)
 	sipmsg.SetDefaultLogger(sipLog)
-	// Per-entry hit counts: counted lock-free on the SIP path, flushed every 10 s.
-	// TODO(store): aggregate in the store across nodes; until then each node keeps its own.
-	var hitStore hits.Memory
+	// Per-entry hit counts: counted lock-free on the SIP path, flushed every 10 s into the
+	// store, which sums them across nodes.
 	rec := hits.New(hits.WithLogger(log.With().Str("component", "hits").Logger()), hits.WithRegisterer(reg))
 	sipOpts := []sip.Option{sip.WithHitRecorder(rec)}
 	var liveNodes atomic.Int64 // Redis mode: live nodes, to split cluster-wide call caps
@@ -125,7 +124,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return fmt.Errorf("control: %w", err)
 	}
 	api := control.New(apiCfg, st, control.WithCluster(st), control.WithSnapshot(holder.Load),
-		control.WithBans(sipSrv.Bans()), control.WithHits(&hitStore))
+		control.WithBans(sipSrv.Bans()), control.WithHits(st))
 
 	ops := &opsHandler{cfg: cfg, holder: &holder, store: st, sip: sipSrv, started: time.Now()}
 	registerNodeMetrics(reg, &holder, st, sipSrv, ops)
@@ -181,7 +180,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	if cfg.RedisURL != "" {
 		g.Go(func() error { return countNodes(gctx, st, &liveNodes) })
 	}
-	g.Go(func() error { return rec.Run(gctx, hitStore.AddHits, hits.DefaultFlushInterval) })
+	g.Go(func() error { return rec.Run(gctx, st.AddHits, hits.DefaultFlushInterval) })
 	g.Go(func() error {
 		return st.RunHeartbeat(gctx, st.SelfStatus(cfg.NodeID, advertised(cfg), time.Now()), store.DefaultHeartbeat)
 	})
