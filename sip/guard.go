@@ -164,3 +164,52 @@ func (r *rateLimiter) len() int {
 	}
 	return n
 }
+
+// recentSet remembers sources for a while (those that just passed digest authentication):
+// a PBX without a fixed address then spends the listed sources' rate budget, not the
+// strangers' one, so a busy digest trunk is not rate-limited into failures. It grants
+// nothing else: every INVITE is still authenticated. Bounded like [rateLimiter]; safe for
+// concurrent use.
+type recentSet struct {
+	seed     maphash.Seed
+	ttl      int64
+	perShard int
+	now      func() int64
+	shards   [rateShards]rateShard // tat holds the expiry (unix ns)
+}
+
+func newRecentSet(ttl time.Duration, capacity int) *recentSet {
+	per := max(capacity/rateShards, 1)
+	r := &recentSet{seed: maphash.MakeSeed(), ttl: int64(ttl), perShard: per,
+		now: func() int64 { return time.Now().UnixNano() }}
+	for i := range r.shards {
+		r.shards[i].tat = make(map[netip.Addr]int64, min(per, 64))
+	}
+	return r
+}
+
+// add remembers k for ttl from now.
+func (r *recentSet) add(k netip.Addr) {
+	now := r.now()
+	sh := &r.shards[shardOf(r.seed, k, rateShards)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.tat[k]; !ok && len(sh.tat) >= r.perShard {
+		for old, exp := range sh.tat { // forget an expired one, else any one
+			if exp <= now || len(sh.tat) >= r.perShard {
+				delete(sh.tat, old)
+				break
+			}
+		}
+	}
+	sh.tat[k] = now + r.ttl
+}
+
+// has reports whether k was added less than ttl ago.
+func (r *recentSet) has(k netip.Addr) bool {
+	sh := &r.shards[shardOf(r.seed, k, rateShards)]
+	sh.mu.Lock()
+	exp, ok := sh.tat[k]
+	sh.mu.Unlock()
+	return ok && exp > r.now()
+}

@@ -342,3 +342,30 @@ func TestReadFilterAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestRecentlyAuthenticatedSpendListedBudget: a source that passed digest is not held to
+// the strangers' rate limit (a busy digest-only PBX), but stays subject to bans.
+func TestRecentlyAuthenticatedSpendListedBudget(t *testing.T) {
+	cfg := baseConfig()
+	cfg.RateLimitRequests = 2
+	s := newUnitServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
+	src := aa("127.0.0.9")
+	for range 2 {
+		if s.admitSource(src) != admitOK {
+			t.Fatal("within budget refused")
+		}
+	}
+	if s.admitSource(src) != admitLimited {
+		t.Fatal("a stranger over its budget was admitted")
+	}
+	s.authed.add(sourceKey(src))
+	for i := range 100 {
+		if got := s.admitSource(src); got != admitOK {
+			t.Fatalf("authenticated source request %d: %v", i, got)
+		}
+	}
+	s.authed.now = func() int64 { return time.Now().Add(cfg.BanTTL + time.Hour).UnixNano() }
+	if s.admitSource(src) != admitLimited {
+		t.Fatal("the exemption did not expire")
+	}
+}

@@ -113,6 +113,9 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 		if reason := failureReason(&d); reason != "" {
 			s.bans.failure(src.Addr(), reason)
 		}
+		if d.verdict == acl.VerdictAllowDigest {
+			s.authed.add(sourceKey(src.Addr().Unmap()))
+		}
 		if d.verdict == acl.VerdictAllowIP && s.hits != nil {
 			s.recordHit(pol, d.trunk, src.Addr())
 		}

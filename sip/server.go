@@ -37,7 +37,8 @@ type Server struct {
 	limit  *rateLimiter // unlisted sources; nil: off
 	limitL *rateLimiter // listed sources; nil: exempt
 	caps   *trunkCaps
-	upIPs  addrSet // resolved upstream addresses: not rate-limited
+	upIPs  addrSet    // resolved upstream addresses: not rate-limited
+	authed *recentSet // sources that passed digest lately: the listed sources' rate budget
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -105,6 +106,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		limitL:      newRateLimiter(cfg.RateLimitListedRequests, cfg.RateLimitWindow, cfg.MaxRateSources),
 		caps:        newTrunkCaps(o.nodes),
 		hits:        o.hits,
+		authed:      newRecentSet(cfg.BanTTL, cfg.MaxRateSources),
 	}
 	s.ups.onResolve = s.upIPs.add
 	s.sec = s.log.Sample(&zerolog.BurstSampler{Burst: 100, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 100}})
@@ -505,7 +507,9 @@ const (
 )
 
 // admitSource is the pre-parse gate: listed sources (any enabled ACL entry) are never
-// banned and spend their own budget (RateLimitListedRequests; none by default); the
+// banned and spend their own budget (RateLimitListedRequests; none by default), as do
+// sources that passed digest authentication within the last BanTTL (not exempt from
+// bans); the
 // configured upstreams are not limited; every other source must not be banned and must
 // be within its budget. It allocates nothing for a source seen before.
 func (s *Server) admitSource(src netip.Addr) admission {
@@ -521,6 +525,12 @@ func (s *Server) admitSource(src netip.Addr) admission {
 	}
 	if s.cfg.BanAction == BanActionDrop && s.bans.Banned(src) {
 		return admitBanned
+	}
+	if k := sourceKey(src); s.authed.has(k) {
+		if s.limitL.allow(k) {
+			return admitOK
+		}
+		return admitLimited
 	}
 	if s.upIPs.has(src) || s.limit.allow(sourceKey(src)) {
 		return admitOK
