@@ -148,24 +148,35 @@ func Bootstrap(ctx context.Context, st store.API, authID, token string) (created
 // authenticated auth_id is the one in the path. Both failures are 401 (never 403 or 404),
 // so a caller learns nothing about other accounts.
 func (s *Server) authAccount(c *call) error {
+	user, err := s.basicAccount(c)
+	if err != nil {
+		return err
+	}
+	if c.r.PathValue("auth_id") != user {
+		return unauthorized(basicChallenge, "the credentials are not those of the account in the path")
+	}
+	c.account = user
+	return nil
+}
+
+// basicAccount verifies HTTP basic auth against the stored token hash, in constant time
+// and with the same work for an unknown auth_id, and returns the authenticated auth_id.
+func (s *Server) basicAccount(c *call) (string, error) {
 	user, pass, ok := c.r.BasicAuth()
 	if !ok {
-		return unauthorized(basicChallenge, "missing or malformed HTTP basic auth: send auth_id:auth_token")
+		return "", unauthorized(basicChallenge, "missing or malformed HTTP basic auth: send auth_id:auth_token")
 	}
 	a, err := s.st.Account(c.r.Context(), user)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		verifyToken(dummyHash, pass)
-		return unauthorized(basicChallenge, "invalid auth_id or auth_token")
+		return "", unauthorized(basicChallenge, "invalid auth_id or auth_token")
 	case err != nil:
-		return err
+		return "", err
 	case !verifyToken(a.TokenHash, pass):
-		return unauthorized(basicChallenge, "invalid auth_id or auth_token")
-	case c.r.PathValue("auth_id") != user:
-		return unauthorized(basicChallenge, "the credentials are not those of the account in the path")
+		return "", unauthorized(basicChallenge, "invalid auth_id or auth_token")
 	}
-	c.account = user
-	return nil
+	return user, nil
 }
 
 // authAdmin checks Authorization: Bearer <Config.AdminToken> in constant time.

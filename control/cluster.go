@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -197,19 +196,9 @@ func (s *Server) authAnyAccount(c *call) error {
 	if s.cfg.AdminToken != "" && strings.EqualFold(scheme, "Bearer") {
 		return s.authAdmin(c)
 	}
-	user, pass, ok := c.r.BasicAuth()
-	if !ok {
-		return unauthorized(basicChallenge, "missing or malformed HTTP basic auth: send auth_id:auth_token")
-	}
-	a, err := s.st.Account(c.r.Context(), user)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		verifyToken(dummyHash, pass)
-		return unauthorized(basicChallenge, "invalid auth_id or auth_token")
-	case err != nil:
+	user, err := s.basicAccount(c)
+	if err != nil {
 		return err
-	case !verifyToken(a.TokenHash, pass):
-		return unauthorized(basicChallenge, "invalid auth_id or auth_token")
 	}
 	c.account = user
 	return nil
