@@ -64,19 +64,7 @@ func takenUsername(err error, user string) error {
 }
 
 func (s *Server) listCredentials(c *call) error {
-	p, err := c.page()
-	if err != nil {
-		return err
-	}
-	creds, total, err := s.st.ListCredentials(c.r.Context(), c.account, p)
-	if err != nil {
-		return err
-	}
-	out := make([]credentialObject, 0, len(creds))
-	for i := range creds {
-		out = append(out, toCredentialObject(&creds[i]))
-	}
-	return list(c, "/v1/Account/"+url.PathEscape(c.account)+"/Zentrunk/Credential/", p, total, out)
+	return listStored(c, "/v1/Account/"+url.PathEscape(c.account)+"/Zentrunk/Credential/", s.st.ListCredentials, toCredentialObject)
 }
 
 func (s *Server) createCredential(c *call) error {

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -282,4 +283,22 @@ func window[T any](all []T, p store.Page) []T {
 		return nil
 	}
 	return all[p.Offset:min(len(all), p.Offset+p.Limit)]
+}
+
+// listStored answers a paginated GET of one kind: fetch reads the page window of the
+// caller's account from the store, render turns each stored object into its API shape.
+func listStored[T, O any](c *call, base string, fetch func(ctx context.Context, account string, p store.Page) ([]T, int, error), render func(*T) O) error {
+	p, err := c.page()
+	if err != nil {
+		return err
+	}
+	stored, total, err := fetch(c.r.Context(), c.account, p)
+	if err != nil {
+		return err
+	}
+	out := make([]O, 0, len(stored))
+	for i := range stored {
+		out = append(out, render(&stored[i]))
+	}
+	return list(c, base, p, total, out)
 }

@@ -99,20 +99,11 @@ func notFoundACL(err error, id string) error {
 }
 
 func (s *Server) listACLs(c *call) error {
-	p, err := c.page()
-	if err != nil {
-		return err
-	}
-	acls, total, err := s.st.ListACLs(c.r.Context(), c.account, p)
-	if err != nil {
-		return err
-	}
-	out := make([]aclObject, 0, len(acls))
-	for i := range acls {
-		out = append(out, toACLObject(&acls[i]))
-		c.addHits(acls[i].UUID, out[i].Entries)
-	}
-	return list(c, c.aclsPath(), p, total, out)
+	return listStored(c, c.aclsPath(), s.st.ListACLs, func(a *acl.IPACL) aclObject {
+		o := toACLObject(a)
+		c.addHits(a.UUID, o.Entries)
+		return o
+	})
 }
 
 func (s *Server) createACL(c *call) error {

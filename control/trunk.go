@@ -254,19 +254,7 @@ func trunkWarnings(t *acl.Trunk) []string {
 }
 
 func (s *Server) listTrunks(c *call) error {
-	p, err := c.page()
-	if err != nil {
-		return err
-	}
-	trunks, total, err := s.st.ListTrunks(c.r.Context(), c.account, p)
-	if err != nil {
-		return err
-	}
-	out := make([]trunkObject, 0, len(trunks))
-	for i := range trunks {
-		out = append(out, toTrunkObject(&trunks[i]))
-	}
-	return list(c, "/v1/Account/"+url.PathEscape(c.account)+"/Zentrunk/Trunk/", p, total, out)
+	return listStored(c, "/v1/Account/"+url.PathEscape(c.account)+"/Zentrunk/Trunk/", s.st.ListTrunks, toTrunkObject)
 }
 
 func (s *Server) createTrunk(c *call) error {
