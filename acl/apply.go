@@ -20,6 +20,7 @@ import (
 func (s *Snapshot) WithACL(a IPACL, version uint64) (*Snapshot, error) {
 	if s == nil {
 		s = &Snapshot{table: new(prefixTable)}
+		s.flat = buildFlatIndex(s.table)
 	}
 	u := s.uses[a.UUID]
 	st, err := newACLState(&a, u != nil)
@@ -55,7 +56,8 @@ func (s *Snapshot) WithACL(a IPACL, version uint64) (*Snapshot, error) {
 			ns.trunks[t] = &p
 		}
 	}
-	ns.table = applyPrefixes(s.table, st, removed, added, s.uses, s.ids)
+	ns.table = applyPrefixes(s.table, st, removed, added, s.uses)
+	ns.flat = s.flat.update(ns.table, append(removed, added...))
 	return &ns, nil
 }
 
@@ -99,17 +101,17 @@ func diffPrefixes(old, new []netip.Prefix) (removed, added []netip.Prefix) {
 // the new values are computed first (supernets before subnets, so every closure extends
 // its parent's), then written with one InsertPersist or DeletePersist each: every
 // persistent operation clones the trie path to its prefix, so there are as few as can be.
-func applyPrefixes(t *prefixTable, st *aclState, removed, added []netip.Prefix, uses map[string]*aclUse, ids []TrunkID) *prefixTable {
+func applyPrefixes(t *prefixTable, st *aclState, removed, added []netip.Prefix, uses map[string]*aclUse) *prefixTable {
 	changes := mergeChanges(removed, added)
 	type write struct {
 		p   netip.Prefix
-		v   tval
+		v   *prefixVal
 		del bool
 	}
 	var writes []write
 	type below struct {
 		p      netip.Prefix
-		v      tval
+		v      *prefixVal
 		inT    bool // p is in t with value v
 		change int8 // +1 st gains p, -1 st loses p, 0 unchanged
 	}
@@ -122,7 +124,7 @@ func applyPrefixes(t *prefixTable, st *aclState, removed, added []netip.Prefix, 
 		var base []int32
 		for q, v := range t.Supernets(root) {
 			if q.Bits() < root.Bits() {
-				base = v.p.trunks
+				base = v.trunks
 				break
 			}
 		}
@@ -149,7 +151,7 @@ func applyPrefixes(t *prefixTable, st *aclState, removed, added []netip.Prefix, 
 		for _, b := range work {
 			var owners []string
 			if b.inT {
-				owners = b.v.p.owners
+				owners = b.v.owners
 			}
 			switch b.change {
 			case +1:
@@ -172,10 +174,10 @@ func applyPrefixes(t *prefixTable, st *aclState, removed, added []netip.Prefix, 
 			}
 			trunks := closure(parent, owners, uses)
 			stackP, stackT = append(stackP, b.p), append(stackT, trunks)
-			if b.inT && b.change == 0 && slices.Equal(trunks, b.v.p.trunks) {
+			if b.inT && b.change == 0 && slices.Equal(trunks, b.v.trunks) {
 				continue // unchanged
 			}
-			writes = append(writes, write{p: b.p, v: newTval(&prefixVal{owners: owners, trunks: trunks}, ids)})
+			writes = append(writes, write{p: b.p, v: &prefixVal{owners: owners, trunks: trunks}})
 		}
 	}
 	// Inserts and updates go in as one union, which clones each touched node once.

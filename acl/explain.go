@@ -189,7 +189,7 @@ func (s *Snapshot) matchedPrefix(uuid string, src netip.Addr) (*aclState, int, b
 		if !ok {
 			return nil, 0, false
 		}
-		if _, owned := slices.BinarySearch(v.p.owners, uuid); owned {
+		if _, owned := slices.BinarySearch(v.owners, uuid); owned {
 			ai, found := findACL(s.acls, uuid)
 			if !found {
 				return nil, 0, false

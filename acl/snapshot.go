@@ -70,28 +70,17 @@ type Snapshot struct {
 	// it (the closure). Every prefix of the table holding an address covers the longest
 	// match, so one lookup yields exactly the enabled trunks that accept the address.
 	table *prefixTable
+	// flat answers the per-packet questions of table from a layout with fewer cache
+	// misses (see flat.go); it always describes exactly table.
+	flat flatIndex
 
 	problems []problem
 }
 
 // prefixTable is the type of Snapshot.table.
-type prefixTable = bart.Table[tval]
+type prefixTable = bart.Table[*prefixVal]
 
-// tval is the value of one prefix in Snapshot.table. The answer of MatchSource sits in
-// the table itself, so the hot path dereferences nothing after the trie walk.
-type tval struct {
-	match TrunkID    // the one trunk of p.trunks; "" for none or several (ids are never "")
-	p     *prefixVal // shared, immutable
-}
-
-func newTval(p *prefixVal, ids []TrunkID) tval {
-	if len(p.trunks) == 1 {
-		return tval{ids[p.trunks[0]], p}
-	}
-	return tval{"", p}
-}
-
-// prefixVal is the immutable part of one prefix in Snapshot.table.
+// prefixVal is the value of one prefix in Snapshot.table: shared, immutable.
 type prefixVal struct {
 	owners []string // sorted uuids of the named ACLs with this prefix as an enabled entry
 	trunks []int32  // closure, see Snapshot.table; often shared with an aclUse slice
@@ -146,7 +135,8 @@ func Compile(ds *Dataset) (*Snapshot, error) {
 	s.compileTrunks(ds.Trunks, credByUUID)
 	s.compileACLs(ds.ACLs)
 	s.resolveACLs()
-	s.table = buildTable(s.acls, s.uses, s.ids)
+	s.table = buildTable(s.acls, s.uses)
+	s.flat = buildFlatIndex(s.table)
 	return s, nil
 }
 
@@ -430,7 +420,7 @@ func (s *Snapshot) resolveACLs() {
 }
 
 // buildTable builds Snapshot.table from the named valid ACLs.
-func buildTable(acls []*aclState, uses map[string]*aclUse, ids []TrunkID) *prefixTable {
+func buildTable(acls []*aclState, uses map[string]*aclUse) *prefixTable {
 	type owned struct {
 		p  netip.Prefix
 		st *aclState
@@ -481,7 +471,7 @@ func buildTable(acls []*aclState, uses map[string]*aclUse, ids []TrunkID) *prefi
 		}
 		slab = append(slab, prefixVal{owners: owners, trunks: closure(parent, owners, uses)})
 		v := &slab[len(slab)-1]
-		t.Insert(p, newTval(v, ids))
+		t.Insert(p, v)
 		stack, stackP = append(stack, v), append(stackP, p)
 	}
 	return t
@@ -622,8 +612,11 @@ func (s *Snapshot) MatchSource(src netip.Addr) (TrunkID, bool) {
 	if s == nil || s.table == nil {
 		return "", false
 	}
-	v, _ := s.table.Lookup(src.Unmap())
-	return v.match, v.match != ""
+	t, _ := s.flat.find(src)
+	if t < 0 {
+		return "", false
+	}
+	return s.ids[t], true
 }
 
 // Trunk returns the policy of trunk id, enabled or not (shared: do not modify).
@@ -641,21 +634,21 @@ func (s *Snapshot) Trunk(id TrunkID) (*TrunkPolicy, bool) {
 // Allows reports whether trunk id is enabled and src is inside an enabled entry of its
 // ACL. A missing trunk, a trunk without (valid) ACL and an empty ACL allow nothing.
 //
-// It walks the same table as [Snapshot.MatchSource] and looks id up in the trunks the
-// longest match holds, rather than keeping one matcher per ACL: right after MatchSource
-// the walk runs in cache, and there is no id → trunk map lookup at all.
+// It asks the same index as [Snapshot.MatchSource] and looks id up in the trunks in effect
+// at src, rather than keeping one matcher per ACL: there is one lookup per source, and no
+// id → trunk map lookup at all.
 func (s *Snapshot) Allows(id TrunkID, src netip.Addr) bool {
 	if s == nil || s.table == nil || id == "" {
 		return false
 	}
-	v, ok := s.table.Lookup(src.Unmap())
-	if !ok {
+	t, p := s.flat.find(src)
+	switch {
+	case t >= 0:
+		return s.ids[t] == id
+	case p == nil:
 		return false
 	}
-	if v.match != "" {
-		return v.match == id
-	}
-	return s.holds(v.p.trunks, id)
+	return s.holds(p.trunks, id)
 }
 
 // holds reports whether the sorted set of trunk indices holds trunk id. Trunk indices are
@@ -698,11 +691,11 @@ func (s *Snapshot) AcceptingTrunks(src netip.Addr, dst []TrunkID) []TrunkID {
 	if s == nil || s.table == nil {
 		return dst
 	}
-	v, ok := s.table.Lookup(src.Unmap())
-	if !ok {
+	_, p := s.flat.find(src)
+	if p == nil {
 		return dst
 	}
-	for _, i := range v.p.trunks {
+	for _, i := range p.trunks {
 		dst = append(dst, s.ids[i])
 	}
 	return dst
@@ -714,7 +707,8 @@ func (s *Snapshot) Listed(src netip.Addr) bool {
 	if s == nil || s.table == nil {
 		return false
 	}
-	return s.table.Contains(src.Unmap())
+	_, p := s.flat.find(src)
+	return p != nil
 }
 
 // Stats counts what a snapshot holds, for metrics and /readyz.
