@@ -201,3 +201,46 @@ func TestSnapshotHeap(t *testing.T) {
 		t.Errorf("snapshot holds %.1f MiB, want < 64", mib)
 	}
 }
+
+// BenchmarkMatchCrowded is the flat index's worst case: every entry in one /16 (IPv4) or
+// one /16 of IPv6, so a lookup searches one long chunk by halves instead of scanning a
+// short one.
+func BenchmarkMatchCrowded(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("prefixes=%d", n), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(uint64(n), 16))
+			a := IPACL{UUID: "crowd", Account: "MA1"}
+			seen := make(map[netip.Prefix]bool)
+			var addrs []netip.Addr
+			for len(a.Entries) < n {
+				var p netip.Prefix
+				if r.IntN(5) > 0 {
+					p = netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(256)), byte(r.IntN(256))}), 28+r.IntN(5)).Masked()
+				} else {
+					var v [16]byte
+					for i := range v {
+						v[i] = byte(r.IntN(256))
+					}
+					v[0], v[1], v[2], v[3] = 0x20, 0x01, 0x0d, 0xb8
+					p = netip.PrefixFrom(netip.AddrFrom16(v), 48+r.IntN(81)).Masked()
+				}
+				if seen[p] {
+					continue
+				}
+				seen[p] = true
+				a.Entries = append(a.Entries, Entry{ID: fmt.Sprint(len(a.Entries)), IPAddress: CanonicalString(p), Enabled: true})
+				addrs = append(addrs, randAddrIn(r, p), randAddrIn(r, netip.PrefixFrom(p.Addr(), 16).Masked()))
+			}
+			s := mustCompile(b, &Dataset{ACLs: []IPACL{a}, Trunks: []Trunk{mkTrunk("t", "crowd")}})
+			hits, i := 0, 0
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := s.MatchSource(addrs[i%len(addrs)]); ok {
+					hits++
+				}
+				i++
+			}
+			sinkBool = hits > 0
+		})
+	}
+}

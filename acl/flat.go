@@ -24,8 +24,8 @@ import (
 //
 // A data set of 100k random prefixes makes chunks of one to a few entries: the directory
 // page and the chunk are the only cache misses of a lookup, where a trie walk has one per
-// level (BenchmarkMatch). Clustered data (thousands of entries in one /16) makes long
-// chunks, searched by halves.
+// level (BenchmarkMatch). A bucket crowded with more than crowdLimit ranges (thousands of
+// entries in one /16) is left to the trie: its chunk is one entry saying so.
 //
 // Chunks live in immutable segments. [Snapshot.WithACL] rebuilds only the buckets the
 // changed prefixes touch, appends them as one new segment and copies only the directory
@@ -38,13 +38,18 @@ const (
 	segShift    = 27 // a chunk offset is segment<<segShift | index in the segment
 	maxSegments = 1 << (32 - segShift)
 	segMask     = 1<<segShift - 1
-	flatLinear  = 8 // chunks up to this long are scanned, longer ones halved
+	flatLinear  = 8  // chunks up to this long are scanned, longer ones halved
+	crowdLimit  = 48 // a bucket with more ranges is delegated to the bart table
+
+	// delegated marks the one-entry chunk of a crowded bucket: the trie, whose dense
+	// nodes are what crowding makes, answers for it (BenchmarkMatchCrowded).
+	delegated = -2
 )
 
 // ent4 is one range of an IPv4 chunk.
 type ent4 struct {
 	start uint32     // first address of the range; in a chunk's first entry, the chunk's length
-	trunk int32      // the one enabled trunk accepting the range, -1 for none or several
+	trunk int32      // the one enabled trunk accepting the range, -1 for none or several, or delegated
 	p     *prefixVal // the value in effect; nil: no prefix holds the range
 }
 
@@ -83,13 +88,14 @@ func (a u128) next() u128 {
 
 // family describes how one address family maps to u128 numbers and buckets.
 type family[E any] struct {
-	is4    bool
-	max    u128                // the last address
-	bucket func(a u128) uint32 // the bucket of an address
-	first  func(b uint32) u128 // the first address of a bucket
-	entry  func(start u128, p *prefixVal) E
-	header func(n int, p *prefixVal) E // a chunk's first entry
-	length func(e *E) int              // a chunk's length, from its first entry
+	is4      bool
+	max      u128                // the last address
+	bucket   func(a u128) uint32 // the bucket of an address
+	first    func(b uint32) u128 // the first address of a bucket
+	entry    func(start u128, p *prefixVal) E
+	header   func(n int, p *prefixVal) E // a chunk's first entry
+	length   func(e *E) int              // a chunk's length, from its first entry
+	delegate E                           // the chunk of a crowded bucket
 }
 
 var fam4 = family[ent4]{
@@ -100,8 +106,9 @@ var fam4 = family[ent4]{
 	entry: func(start u128, p *prefixVal) ent4 {
 		return ent4{start: uint32(start.lo), trunk: soleTrunk(p), p: p}
 	},
-	header: func(n int, p *prefixVal) ent4 { return ent4{start: uint32(n), trunk: soleTrunk(p), p: p} },
-	length: func(e *ent4) int { return int(e.start) },
+	header:   func(n int, p *prefixVal) ent4 { return ent4{start: uint32(n), trunk: soleTrunk(p), p: p} },
+	length:   func(e *ent4) int { return int(e.start) },
+	delegate: ent4{start: 1, trunk: delegated},
 }
 
 var fam6 = family[ent6]{
@@ -111,8 +118,9 @@ var fam6 = family[ent6]{
 	entry: func(start u128, p *prefixVal) ent6 {
 		return ent6{hi: start.hi, lo: start.lo, trunk: soleTrunk(p), p: p}
 	},
-	header: func(n int, p *prefixVal) ent6 { return ent6{hi: uint64(n), trunk: soleTrunk(p), p: p} },
-	length: func(e *ent6) int { return int(e.hi) },
+	header:   func(n int, p *prefixVal) ent6 { return ent6{hi: uint64(n), trunk: soleTrunk(p), p: p} },
+	length:   func(e *ent6) int { return int(e.hi) },
+	delegate: ent6{hi: 1, trunk: delegated},
 }
 
 // soleTrunk is the one trunk index of p's closure, or -1 for none or several.
@@ -248,8 +256,11 @@ func buildFlat[E any](f *family[E], prefixes iter.Seq2[netip.Prefix, *prefixVal]
 }
 
 // appendChunk appends the chunk of a bucket: head in effect at its first address, then
-// the ranges starting inside it.
+// the ranges starting inside it; or, when there are too many, the delegated mark.
 func appendChunk[E any](f *family[E], seg []E, head *prefixVal, inner []span) []E {
+	if len(inner) >= crowdLimit {
+		return append(seg, f.delegate)
+	}
 	seg = append(seg, f.header(1+len(inner), head))
 	for _, s := range inner {
 		seg = append(seg, f.entry(s.start, s.p))
@@ -329,9 +340,10 @@ func updateFlat[E any](f *family[E], ff *flatFamily[E], t *prefixTable, changed 
 		}
 		var off uint32
 		if len(spans) > 1 || spans[0].p != nil {
-			off = uint32(len(nf.segs))<<segShift | uint32(len(seg))
+			at := len(seg)
+			off = uint32(len(nf.segs))<<segShift | uint32(at)
 			seg = appendChunk(f, seg, spans[0].p, spans[1:])
-			nf.live += len(spans)
+			nf.live += len(seg) - at
 		}
 		nf.pages[b>>8][b&0xff] = off
 	}
@@ -434,18 +446,23 @@ func (x *flatIndex) update(t *prefixTable, changed []netip.Prefix) flatIndex {
 }
 
 // find returns the trunk index (-1 for none or several) and the prefix value (nil for
-// none) in effect at a.
-func (x *flatIndex) find(a netip.Addr) (int32, *prefixVal) {
+// none) in effect at a. t is the table the index describes, for crowded buckets.
+func (x *flatIndex) find(t *prefixTable, a netip.Addr) (trunk int32, p *prefixVal) {
 	a = a.Unmap()
 	if a.Is4() {
 		b := a.As4()
 		e := find4(&x.v4, binary.BigEndian.Uint32(b[:]))
-		return e.trunk, e.p
-	}
-	if !a.Is6() {
+		trunk, p = e.trunk, e.p
+	} else if a.Is6() {
+		b := a.As16()
+		e := find6(&x.v6, binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]))
+		trunk, p = e.trunk, e.p
+	} else {
 		return -1, nil
 	}
-	b := a.As16()
-	e := find6(&x.v6, binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]))
-	return e.trunk, e.p
+	if trunk == delegated {
+		p, _ = t.Lookup(a)
+		trunk = soleTrunk(p)
+	}
+	return trunk, p
 }

@@ -79,7 +79,7 @@ func flatProbes(r *rand.Rand, s *Snapshot) []netip.Addr {
 func checkFlat(t testing.TB, s *Snapshot, probes []netip.Addr) {
 	t.Helper()
 	for _, a := range probes {
-		trunk, p := s.flat.find(a)
+		trunk, p := s.flat.find(s.table, a)
 		v, _ := s.table.Lookup(a)
 		if p != v || trunk != soleTrunk(v) {
 			t.Fatalf("flat index at %s: trunk %d value %p, table has %p (%v)", a, trunk, p, v, v)
@@ -193,7 +193,7 @@ func TestFlatIndexAllocatesNothing(t *testing.T) {
 	addrs := flatProbes(rand.New(rand.NewPCG(3, 10)), s)
 	i := 0
 	if n := testing.AllocsPerRun(1000, func() {
-		s.flat.find(addrs[i%len(addrs)])
+		s.flat.find(s.table, addrs[i%len(addrs)])
 		i++
 	}); n != 0 {
 		t.Fatalf("find allocates %.1f times", n)

@@ -612,7 +612,7 @@ func (s *Snapshot) MatchSource(src netip.Addr) (TrunkID, bool) {
 	if s == nil || s.table == nil {
 		return "", false
 	}
-	t, _ := s.flat.find(src)
+	t, _ := s.flat.find(s.table, src)
 	if t < 0 {
 		return "", false
 	}
@@ -641,7 +641,7 @@ func (s *Snapshot) Allows(id TrunkID, src netip.Addr) bool {
 	if s == nil || s.table == nil || id == "" {
 		return false
 	}
-	t, p := s.flat.find(src)
+	t, p := s.flat.find(s.table, src)
 	switch {
 	case t >= 0:
 		return s.ids[t] == id
@@ -691,7 +691,7 @@ func (s *Snapshot) AcceptingTrunks(src netip.Addr, dst []TrunkID) []TrunkID {
 	if s == nil || s.table == nil {
 		return dst
 	}
-	_, p := s.flat.find(src)
+	_, p := s.flat.find(s.table, src)
 	if p == nil {
 		return dst
 	}
@@ -707,7 +707,7 @@ func (s *Snapshot) Listed(src netip.Addr) bool {
 	if s == nil || s.table == nil {
 		return false
 	}
-	_, p := s.flat.find(src)
+	_, p := s.flat.find(s.table, src)
 	return p != nil
 }
 
