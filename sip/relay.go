@@ -185,7 +185,7 @@ func stampVia(v *sipmsg.ViaHeader, src netip.AddrPort) *sipmsg.ViaHeader {
 // upstream (after a provisional, RFC 3261 §9.1).
 func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, fw *sipmsg.Request, info relayInfo) {
 	inTp := req.Transport()
-	dialCtx, cancelDial := context.WithTimeout(allowDial(s.runCtx), s.cfg.UpstreamConnectTimeout)
+	dialCtx, cancelDial := s.sendContext(fw, s.cfg.UpstreamConnectTimeout)
 	clTx, err := s.cl.TransactionRequest(dialCtx, fw, noBuild)
 	cancelDial()
 	if err != nil {
@@ -417,7 +417,7 @@ func (s *Server) hangUpUpstream(fw *sipmsg.Request, res *sipmsg.Response) {
 // writeStateless sends r outside any transaction (ACK for a 2xx), opening a TCP
 // connection if needed under the dial guard's permission.
 func (s *Server) writeStateless(r *sipmsg.Request) error {
-	ctx, cancel := context.WithTimeout(allowDial(s.runCtx), s.cfg.UpstreamConnectTimeout)
+	ctx, cancel := s.sendContext(r, s.cfg.UpstreamConnectTimeout)
 	defer cancel()
 	conn, err := s.ua.TransportLayer().ClientRequestConnection(ctx, r)
 	if err != nil {

@@ -147,6 +147,11 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.PprofListen != "" {
+		if _, err := servePprof(gctx, g, cfg.PprofListen, log); err != nil {
+			return err
+		}
+	}
 	if pendingBootstrap {
 		// Redis is down at start: serve (503 until the first snapshot) and create the
 		// bootstrap account once the store answers.

@@ -37,6 +37,7 @@ type Config struct {
 	NodeID            string
 	UserAgent         string
 	TransactionLinger time.Duration
+	PprofListen       string // "" = off
 	ShowVersion       bool
 
 	// Brute-force and scanner defence, rate limit and call caps (sip.Config fields of the same names).
@@ -122,6 +123,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "name of this node in the cluster view (default: hostname + random suffix)")
 	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "Server/User-Agent header the edge sends (no version by default)")
 	fs.DurationVar(&c.TransactionLinger, "transaction-linger", c.TransactionLinger, "how long finished SIP transactions are kept for retransmissions (0: RFC 3261 64*T1 = 32s)")
+	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's /debug/pprof/ profiles on this address, e.g. 127.0.0.1:6060 (default: off; never expose it)")
 	fs.StringVar(&c.APIAllow, "api-allow", c.APIAllow, "comma-separated CIDRs allowed to reach the HTTP API and /metrics (default: everyone)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated CIDRs of load balancers whose PROXY protocol (SIP over TCP) and X-Forwarded-For (HTTP) are believed")
 	fs.IntVar(&c.BanThreshold, "ban-threshold", c.BanThreshold, "failed digests / unknown-trunk INVITEs per source within --ban-window that ban it (-1: no bans)")

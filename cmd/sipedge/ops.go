@@ -3,9 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/sip"
@@ -80,4 +87,33 @@ func (o *opsHandler) readyz(w http.ResponseWriter, r *http.Request) {
 		b.Status = "ready"
 	}
 	writeJSON(w, code, b)
+}
+
+// servePprof serves net/http/pprof on its own listener (never on the API's: profiles and
+// goroutine dumps are not for the API's clients), until ctx ends. It returns the address
+// it listens on.
+func servePprof(ctx context.Context, g *errgroup.Group, addr string, log zerolog.Logger) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Warn().Str("addr", ln.Addr().String()).Msg("serving Go profiles on /debug/pprof/")
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("pprof: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		return srv.Close()
+	})
+	return ln.Addr(), nil
 }
