@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 : "${RATES:=250 500 1000 1500 2000 2500 3000}"
 : "${DURATION:=10}"
 : "${SIZES:=10 10000}"
+: "${EDGE_ARGS:=}" # extra sipedge flags, e.g. "--transaction-linger 5s"
 : "${OUT:=bench/results}"
 : "${REDIS:=$(command -v redis-server >/dev/null && echo 1 || echo 0)}"
 mkdir -p "$OUT"
@@ -46,7 +47,7 @@ start_edge() { # start_edge N_ENTRIES [extra flags]
 	rm -rf "$data"
 	SIPEDGE_AUTH_ID=$AUTH_ID SIPEDGE_AUTH_TOKEN=$AUTH_TOKEN "$TMP/sipedge" --sip-listen 127.0.0.1:$EDGE_PORT \
 		--http-listen 127.0.0.1:$HTTP_PORT --upstream sip:127.0.0.1:$UAS_PORT --data-dir "$data" \
-		--log-level warn "$@" >"$TMP/edge-$n.log" 2>&1 &
+		--log-level warn $EDGE_ARGS "$@" >"$TMP/edge-$n.log" 2>&1 &
 	EDGE_PID=$!
 	PIDS+=("$EDGE_PID")
 	for _ in $(seq 100); do curl -fsS http://127.0.0.1:$HTTP_PORT/readyz >/dev/null 2>&1 && break; sleep 0.1; done
@@ -97,10 +98,20 @@ sys.exit(0 if failpct < 1 else 1)
 PY
 }
 
+rss_after() { # rss_after LABEL PID: the edge's RSS 12 s and 40 s after its last step
+	local a b
+	sleep 12
+	a=$(($(rss_kb "$2") / 1024))
+	sleep 28
+	b=$(($(rss_kb "$2") / 1024))
+	echo "| $1 | $a | $b |" >>"$TMP/after.md"
+}
+: >"$TMP/after.md"
+
 {
 	echo "# SIP relay ladder — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, ${DURATION}s steps"
 	echo
-	echo "Command: \`RATES=\"$RATES\" DURATION=$DURATION make bench-sip\`"
+	echo "Command: \`RATES=\"$RATES\" DURATION=$DURATION EDGE_ARGS=\"$EDGE_ARGS\" make bench-sip\`"
 	echo
 	echo "| config | cps | ok/offered | failed % | INVITE→200 p50 ms | p99 ms | edge CPU µs/call | edge RSS MiB |"
 	echo "|---|---|---|---|---|---|---|---|"
@@ -110,6 +121,7 @@ for r in $RATES; do step no-edge $UAS_PORT "$r" - >>"$TMP/table.md" || break; do
 for n in $SIZES; do
 	start_edge "$n"
 	for r in $RATES; do step "edge-$n" $EDGE_PORT "$r" "$EDGE_PID" >>"$TMP/table.md" || break; done
+	rss_after "edge-$n" "$EDGE_PID"
 	stop_pid "$EDGE_PID"
 done
 if [ "$REDIS" = 1 ]; then
@@ -121,8 +133,17 @@ if [ "$REDIS" = 1 ]; then
 	n=${SIZES##* }
 	start_edge "$n" --redis-url "redis://127.0.0.1:$RPORT/0"
 	for r in $RATES; do step "edge-redis-$n" $EDGE_PORT "$r" "$EDGE_PID" >>"$TMP/table.md" || break; done
+	rss_after "edge-redis-$n" "$EDGE_PID"
 	stop_pid "$EDGE_PID"
 fi
+{
+	echo
+	echo "Edge RSS after the last step, once the load stopped (transactions linger 32 s by RFC, 5 s with \\`--transaction-linger 5s\\`):"
+	echo
+	echo "| config | +12 s MiB | +40 s MiB |"
+	echo "|---|---|---|"
+	cat "$TMP/after.md"
+} >>"$TMP/table.md"
 stamp=$(date -u +%Y%m%d-%H%M)
 out="$OUT/sip-ladder-$stamp.md"
 if command -v gnuplot >/dev/null; then

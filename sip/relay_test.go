@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -606,4 +607,41 @@ func TestLargeInviteOverUDP(t *testing.T) {
 	}
 	pbx.ack(inv, res)
 	pbx.bye(inv, res)
+}
+
+// TestConcurrentUDPReaders runs calls in parallel through an edge reading its UDP socket
+// with several goroutines: every call completes, every dialog ends.
+func TestConcurrentUDPReaders(t *testing.T) {
+	r := newRig(t, "UDP", func(c *Config) { c.UDPReaders = 4 })
+	const pbxs, calls = 4, 5
+	var wg sync.WaitGroup
+	errs := make(chan string, pbxs*calls)
+	for i := range pbxs {
+		pbx := r.uac(t, "127.0.0.2", "UDP")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range calls {
+				res, inv, codes := pbx.call("", "", "")
+				if res.StatusCode != 200 {
+					errs <- fmt.Sprintf("pbx %d: INVITE answered %d (%v)", i, res.StatusCode, codes)
+					return
+				}
+				pbx.ack(inv, res)
+				if bye := pbx.bye(inv, res); bye.StatusCode != 200 {
+					errs <- fmt.Sprintf("pbx %d: BYE answered %d", i, bye.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	eventually(t, 2*time.Second, "every dialog ended", func() bool { return r.edge.ActiveDialogs() == 0 })
+	if got := r.uas.byes.Load(); got != pbxs*calls {
+		t.Errorf("upstream got %d BYEs, want %d", got, pbxs*calls)
+	}
 }

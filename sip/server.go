@@ -222,9 +222,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.runCtx = ctx
 	s.dialCtx = allowDial(ctx)
 
-	errc := make(chan error, 2)
+	pendingServe := s.cfg.UDPReaders + 1
+	errc := make(chan error, pendingServe)
 	edge := newEdgeListener(tcp, s)
-	go func() { errc <- s.srv.ServeUDP(udp) }()
+	for range s.cfg.UDPReaders {
+		go func() { errc <- s.srv.ServeUDP(udp) }()
+	}
 	go func() { errc <- s.srv.ServeTCP(edge) }()
 	sweepDone := make(chan struct{})
 	go func() { defer close(sweepDone); s.sweepDialogs(ctx) }()
@@ -240,7 +243,6 @@ func (s *Server) Run(ctx context.Context) error {
 	close(s.ready)
 
 	var runErr error
-	pendingServe := 2
 	select {
 	case <-ctx.Done():
 	case err := <-errc:

@@ -92,6 +92,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		NonceTTL:                cfg.NonceTTL,
 		UserAgent:               cfg.UserAgent,
 		TransactionLinger:       cfg.TransactionLinger,
+		UDPReaders:              cfg.UDPReaders,
 		NodeName:                cfg.NodeID,
 		TrustedProxies:          cfg.trustedProxies,
 		BanThreshold:            cfg.BanThreshold,
@@ -186,6 +187,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		g.Go(func() error { return countNodes(gctx, st, &liveNodes) })
 	}
 	g.Go(func() error { return rec.Run(gctx, st.AddHits, hits.DefaultFlushInterval) })
+	g.Go(func() error { return runIdleRelease(gctx, log) })
 	g.Go(func() error {
 		return st.RunHeartbeat(gctx, st.SelfStatus(cfg.NodeID, advertised(cfg), time.Now()), store.DefaultHeartbeat)
 	})

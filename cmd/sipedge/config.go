@@ -38,6 +38,7 @@ type Config struct {
 	UserAgent         string
 	TransactionLinger time.Duration
 	PprofListen       string // "" = off
+	UDPReaders        int    // 0 = sip's default (1)
 	ShowVersion       bool
 
 	// Brute-force and scanner defence, rate limit and call caps (sip.Config fields of the same names).
@@ -123,6 +124,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "name of this node in the cluster view (default: hostname + random suffix)")
 	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "Server/User-Agent header the edge sends (no version by default)")
 	fs.DurationVar(&c.TransactionLinger, "transaction-linger", c.TransactionLinger, "how long finished SIP transactions are kept for retransmissions (0: RFC 3261 64*T1 = 32s)")
+	fs.IntVar(&c.UDPReaders, "udp-readers", c.UDPReaders, "goroutines reading and parsing the SIP UDP socket (0: 1; more can help with idle cores)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's /debug/pprof/ profiles on this address, e.g. 127.0.0.1:6060 (default: off; never expose it)")
 	fs.StringVar(&c.APIAllow, "api-allow", c.APIAllow, "comma-separated CIDRs allowed to reach the HTTP API and /metrics (default: everyone)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated CIDRs of load balancers whose PROXY protocol (SIP over TCP) and X-Forwarded-For (HTTP) are believed")
@@ -268,6 +270,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TransactionLinger < 0 {
 		return fmt.Errorf("--transaction-linger %s: must not be negative", c.TransactionLinger)
+	}
+	if c.UDPReaders < 0 || c.UDPReaders > 64 {
+		return fmt.Errorf("--udp-readers %d: must be 0 (default) to 64", c.UDPReaders)
 	}
 	switch c.LogFormat {
 	case "json", "console":
