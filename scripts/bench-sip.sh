@@ -138,7 +138,7 @@ if [ "$REDIS" = 1 ]; then
 fi
 {
 	echo
-	echo "Edge RSS after the last step, once the load stopped (transactions linger 32 s by RFC, 5 s with \\`--transaction-linger 5s\\`):"
+	echo "Edge RSS after the last step, once the load stopped (transactions linger 32 s by RFC, 5 s with \`--transaction-linger 5s\`):"
 	echo
 	echo "| config | +12 s MiB | +40 s MiB |"
 	echo "|---|---|---|"
