@@ -35,7 +35,7 @@ import (
 
 const (
 	bucketBits  = 16
-	segShift    = 27 // a chunk offset is segment<<segShift | index in the segment
+	segShift    = 27 // a chunk offset is segment<<segShift | index in the segment (≤ 134M entries, ~60M prefixes)
 	maxSegments = 1 << (32 - segShift)
 	segMask     = 1<<segShift - 1
 	flatLinear  = 8  // chunks up to this long are scanned, longer ones halved
@@ -268,8 +268,8 @@ func appendChunk[E any](f *family[E], seg []E, head *prefixVal, inner []span) []
 	return seg
 }
 
-// setOffset points bucket b at off, copying its page first unless this index owns it.
-// Callers own every page they have replaced before (see copied).
+// setOffset points bucket b at off in a directory being built: its pages are its own,
+// except the shared empty page, which it replaces before writing.
 func (ff *flatFamily[E]) setOffset(b uint32, off uint32) {
 	pg := ff.pages[b>>8]
 	if pg == &emptyPage {
