@@ -13,7 +13,7 @@ const (
 	VerdictAllowDigest           // valid Proxy-Authorization for a credential of the trunk
 	VerdictChallenge             // 407 with fresh challenges
 	VerdictStale                 // 407 stale=true
-	VerdictAuthFailed            // 403 wrong/unknown credentials (same for unknown user and wrong password)
+	VerdictAuthFailed            // 407 again: wrong/unknown credentials (same for unknown user and wrong password)
 	VerdictNoCredential          // 403 trunk has no credential and the IP is not listed
 	VerdictTrunkDisabled         // 403
 	VerdictNotReady              // 503 + Retry-After, no snapshot yet

@@ -36,8 +36,8 @@ func TestBruteForceIsBanned(t *testing.T) {
 	atk := newRawUDP(t, "127.0.0.9", edge.Addr())
 
 	for i := 1; i <= DefaultBanThreshold; i++ {
-		if code := atk.invite(ruri, testUser, "guess-"+string(rune('0'+i))); code != 403 {
-			t.Fatalf("wrong password #%d answered %d, want 403", i, code)
+		if code := atk.invite(ruri, testUser, "guess-"+string(rune('0'+i))); code != 407 {
+			t.Fatalf("wrong password #%d answered %d, want 407", i, code)
 		}
 	}
 	// Banned: the right password gets nothing, nor does anything else, on any transport.
@@ -93,7 +93,7 @@ func TestListedSourceNeverBanned(t *testing.T) {
 	pbx := newRawUDP(t, "127.0.0.2", edge.Addr())
 	for i := range 2 * DefaultBanThreshold {
 		// t4 has a credential and no ACL: the listed PBX must authenticate there.
-		if code := pbx.invite("sip:100@t4.example.org", testUser, "wrong"); code != 403 {
+		if code := pbx.invite("sip:100@t4.example.org", testUser, "wrong"); code != 407 {
 			t.Fatalf("wrong password #%d from the listed PBX answered %d", i+1, code)
 		}
 		if code := pbx.invite("sip:100@t2.example.org", "", ""); code != 403 { // disabled trunk
@@ -172,7 +172,7 @@ func TestBanStoreDownFallsBackToLocal(t *testing.T) {
 	edge, _, reg := newDefenceRig(t, nil, WithBanStore(errBanStore{}))
 	atk := newRawUDP(t, "127.0.0.9", edge.Addr())
 	for range DefaultBanThreshold {
-		if code := atk.invite(edgeURI(edge), testUser, "wrong"); code != 403 {
+		if code := atk.invite(edgeURI(edge), testUser, "wrong"); code != 407 {
 			t.Fatalf("wrong password answered %d", code)
 		}
 	}

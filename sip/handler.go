@@ -137,7 +137,11 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 		s.challenge407(tx, req, src, d.algs, false)
 	case acl.VerdictStale:
 		s.challenge407(tx, req, src, d.algs, true)
-	case acl.VerdictAuthFailed, acl.VerdictNoCredential, acl.VerdictTrunkDisabled:
+	case acl.VerdictAuthFailed:
+		// DESIGN §4.5: credentials that are not valid get fresh challenges, like none at
+		// all (RFC 3261 §22.3), so a typo can be corrected; repeated failures ban the source.
+		s.challenge407(tx, req, src, d.algs, false)
+	case acl.VerdictNoCredential, acl.VerdictTrunkDisabled:
 		s.reject403(tx, req, src)
 	case acl.VerdictMalformed:
 		s.reject400(tx, req, src, d.reason)

@@ -182,8 +182,8 @@ func TestWrongPasswordNeverRelayed(t *testing.T) {
 		pbx := r.uac(t, "127.0.0.9", tp)
 		for _, cred := range [][2]string{{testUser, "wrong"}, {"nobody", testPassword}} {
 			res, _, _ := pbx.call(acl.DigestMD5, cred[0], cred[1])
-			if res.StatusCode != 403 {
-				t.Fatalf("%s %s/%s: answered %d, want 403", tp, cred[0], cred[1], res.StatusCode)
+			if res.StatusCode != 407 || len(res.GetHeaders("Proxy-Authenticate")) == 0 {
+				t.Fatalf("%s %s/%s: answered %d, want 407 with fresh challenges", tp, cred[0], cred[1], res.StatusCode)
 			}
 		}
 	}
