@@ -60,6 +60,7 @@ type Snapshot struct {
 	byID     map[TrunkID]int32      // ID → trunk index
 	byDomain map[string]int32       // lower-cased trunk_domain → trunk index
 	creds    map[string]*Credential // username → credential
+	byCred   map[string][]int32     // credential uuid → the trunks naming it (resolved), by index
 	ncreds   int                    // credentials in the data set, for Empty
 
 	acls []*aclState        // every stored ACL, valid or not, sorted by uuid
@@ -237,6 +238,7 @@ func (s *Snapshot) compileTrunks(in []Trunk, credByUUID map[string]*Credential) 
 	s.ids = make([]TrunkID, len(sorted))
 	s.byID = make(map[TrunkID]int32, len(sorted))
 	s.byDomain = make(map[string]int32, len(sorted))
+	s.byCred = make(map[string][]int32)
 	s.uses = make(map[string]*aclUse)
 	for i, t := range sorted {
 		field := "trunks[" + string(t.ID) + "]"
@@ -260,6 +262,7 @@ func (s *Snapshot) compileTrunks(in []Trunk, credByUUID map[string]*Credential) 
 		if t.CredentialUUID != "" {
 			if c, ok := credByUUID[t.CredentialUUID]; ok {
 				p.Credential = c
+				s.byCred[c.UUID] = append(s.byCred[c.UUID], int32(i))
 			} else {
 				s.problem("", field+".credential_uuid", t.CredentialUUID, "no such valid credential, trunk has none")
 			}
@@ -672,6 +675,20 @@ func (s *Snapshot) holds(set []int32, id TrunkID) bool {
 		}
 	}
 	return false
+}
+
+// CredentialTrunk returns the trunk (enabled or not) whose credential is uuid, and how many
+// trunks use that credential: the trunk is nil unless exactly one does. The SIP path asks
+// it when a digest answer, not a domain or a source, identified the caller.
+func (s *Snapshot) CredentialTrunk(uuid string) (*TrunkPolicy, int) {
+	if s == nil {
+		return nil, 0
+	}
+	ts := s.byCred[uuid]
+	if len(ts) != 1 {
+		return nil, len(ts)
+	}
+	return s.trunks[ts[0]], 1
 }
 
 // Credential returns the credential with exactly this username (shared: do not modify),

@@ -145,6 +145,20 @@ func TestSnapshotTrunksAndCredentials(t *testing.T) {
 	if !ok || c.UUID != "cred-1" || d.Credential != c {
 		t.Errorf("Credential(alice) = %+v, %v; trunk credential %p, want the same pointer", c, ok, d.Credential)
 	}
+	if tp, n := s.CredentialTrunk("cred-1"); n != 1 || tp != d {
+		t.Errorf("CredentialTrunk(cred-1) = %v, %d; want pbx-digest, 1", tp, n)
+	}
+	if tp, n := s.CredentialTrunk("cred-none"); n != 0 || tp != nil {
+		t.Errorf("CredentialTrunk(cred-none) = %v, %d; want nil, 0", tp, n)
+	}
+	if tp, n := (*Snapshot)(nil).CredentialTrunk("cred-1"); n != 0 || tp != nil {
+		t.Errorf("nil snapshot: CredentialTrunk = %v, %d", tp, n)
+	}
+	shared := exampleDataset()
+	shared.Trunks = append(shared.Trunks, Trunk{ID: "pbx-digest-2", Status: TrunkEnabled, CredentialUUID: "cred-1"})
+	if tp, n := mustCompile(t, shared).CredentialTrunk("cred-1"); n != 2 || tp != nil {
+		t.Errorf("shared credential: CredentialTrunk = %v, %d; want nil, 2", tp, n)
+	}
 	for _, user := range []string{"Alice", "bob", "", "nobody"} {
 		if _, ok := s.Credential(user); ok {
 			t.Errorf("Credential(%q) found, usernames are exact", user)

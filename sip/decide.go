@@ -22,6 +22,9 @@ type Policy interface {
 	Allows(id acl.TrunkID, src netip.Addr) bool
 	// Credential finds a credential by username.
 	Credential(username string) (*acl.Credential, bool)
+	// CredentialTrunk returns the trunk using credential uuid when exactly one does, and
+	// how many do.
+	CredentialTrunk(uuid string) (*acl.TrunkPolicy, int)
 	// Listed reports whether src is inside an enabled entry of any ACL a trunk names:
 	// a known PBX, never banned and exempt from the per-source rate limit. It is asked
 	// per datagram, before parsing, so it must be cheap and allocate nothing.
@@ -56,9 +59,12 @@ func (d *decision) trunkID() acl.TrunkID {
 //     trunk whose ACL holds src;
 //  3. disabled (or inbound-only) trunk → 403; src in the trunk's ACL → allow (ip);
 //  4. a trunk without a credential → 403; otherwise a valid Proxy-Authorization for the
-//     trunk's credential (or, with no trunk, for the credential it names) → allow (digest);
-//  5. else 407 with fresh challenges (stale=true for a right answer to an expired nonce),
-//     or 403 for a wrong answer (unknown users get the very same 403).
+//     trunk's credential (or, with no trunk, for the credential it names) → allow (digest).
+//     With no trunk, the one trunk using that credential becomes the call's trunk (its
+//     upstream, caps and metrics), and 403 if it is disabled; a credential no trunk or
+//     several trunks use relays to the default upstream;
+//  5. else 407 with fresh challenges (stale=true for a right answer to an expired nonce);
+//     a wrong answer and an unknown user get the very same fresh challenges.
 //
 // It reads nothing but its arguments, except that an accepted digest answer is recorded
 // in the authenticator's nonce-count cache (atomically, so a replay cannot race it).
@@ -110,6 +116,15 @@ func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authentic
 	switch d.digest {
 	case digestOK:
 		d.verdict = acl.VerdictAllowDigest
+		if trunk == nil && d.cred != nil {
+			if t, n := pol.CredentialTrunk(d.cred.UUID); n == 1 {
+				d.trunk = t
+				if !usable(t) { // its PBX must not get around the disabled trunk
+					d.verdict = acl.VerdictTrunkDisabled
+					d.cred = nil
+				}
+			}
+		}
 	case digestStale:
 		d.verdict = acl.VerdictStale
 		d.cred = nil

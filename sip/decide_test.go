@@ -39,6 +39,19 @@ func (f *fakePolicy) Credential(u string) (*acl.Credential, bool) {
 	c, ok := f.creds[u]
 	return c, ok
 }
+func (f *fakePolicy) CredentialTrunk(uuid string) (*acl.TrunkPolicy, int) {
+	var found *acl.TrunkPolicy
+	n := 0
+	for _, t := range f.trunks {
+		if t.Credential != nil && t.Credential.UUID == uuid {
+			found, n = t, n+1
+		}
+	}
+	if n != 1 {
+		found = nil
+	}
+	return found, n
+}
 func (f *fakePolicy) Listed(a netip.Addr) bool {
 	_, ok := f.sources[a]
 	return ok
@@ -56,6 +69,14 @@ func TestDecide(t *testing.T) {
 		ds := testDataset("sip:127.0.0.1:5080")
 		ds.Credentials = append(ds.Credentials, acl.Credential{UUID: "cred-2", Username: "other", Realm: testRealm,
 			HA1MD5: ha1(acl.DigestMD5, "other", testRealm, "other-pass"), HA1SHA256: ha1(acl.DigestSHA256, "other", testRealm, "other-pass")})
+		// cred-5 and cred-6 each belong to exactly one trunk, t5 enabled and t6 disabled.
+		for _, u := range []string{"u5", "u6"} {
+			ds.Credentials = append(ds.Credentials, acl.Credential{UUID: "cred-" + u[1:], Username: u, Realm: testRealm,
+				HA1MD5: ha1(acl.DigestMD5, u, testRealm, "pw-"+u)})
+		}
+		ds.Trunks = append(ds.Trunks,
+			acl.Trunk{ID: "t5", Name: "t5", Status: acl.TrunkEnabled, CredentialUUID: "cred-5", UpstreamURI: "sip:127.0.0.1:5090"},
+			acl.Trunk{ID: "t6", Name: "t6", Status: acl.TrunkDisabled, CredentialUUID: "cred-6"})
 		return ds
 	}())
 	auth := newAuthenticator(testRealm, time.Minute, testKey)
@@ -95,6 +116,15 @@ func TestDecide(t *testing.T) {
 		{name: "digest SHA-256, no trunk", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestSHA256, testUser, testPassword, 1)),
 			verdict: acl.VerdictAllowDigest, digest: digestOK, user: testUser},
+		{name: "digest, no trunk, the credential's only trunk", pol: snap, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, "u5", "pw-u5", 1)),
+			verdict: acl.VerdictAllowDigest, trunk: "t5", digest: digestOK, user: "u5"},
+		{name: "digest, no trunk, the credential's only trunk is disabled", pol: snap, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, "u6", "pw-u6", 1)),
+			verdict: acl.VerdictTrunkDisabled, trunk: "t6", digest: digestOK, user: "u6"},
+		{name: "digest, no trunk, a credential no trunk uses", pol: snap, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, "other", "other-pass", 1)),
+			verdict: acl.VerdictAllowDigest, digest: digestOK, user: "other"},
 		{name: "digest on trunk domain", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:100@t1.example.org", digestFor(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1)),
 			verdict: acl.VerdictAllowDigest, trunk: "t1", digest: digestOK, user: testUser},
