@@ -81,7 +81,7 @@ func (s *Snapshot) Explain(id TrunkID, src netip.Addr) Explanation {
 	e.TrunkFound = true
 	e.Account = t.Account
 	e.TrunkEnabled = t.Enabled
-	e.Outbound = t.Direction == "" || t.Direction == DirectionOutbound
+	e.Outbound = t.outbound()
 	e.ACLUUID = t.ACLUUID
 	e.HasACL = t.HasACL
 	if t.Credential != nil {

@@ -42,6 +42,14 @@ type TrunkPolicy struct {
 	MaxConcurrent    int
 }
 
+// outbound reports whether the trunk relays calls from its PBX upstream (an unset
+// direction counts as outbound).
+func (t *TrunkPolicy) outbound() bool { return t.Direction == "" || t.Direction == DirectionOutbound }
+
+// TakesCalls reports whether the trunk's PBX may place calls through it: the trunk is
+// enabled and outbound.
+func (t *TrunkPolicy) TakesCalls() bool { return t.Enabled && t.outbound() }
+
 // Snapshot is an immutable compiled data set: trunks, the IP ACLs they use and the
 // credentials, at one data-set version. Build one with [Compile] (or derive one with
 // [Snapshot.WithACL]) and publish it through a [Holder].
@@ -60,7 +68,7 @@ type Snapshot struct {
 	byID     map[TrunkID]int32      // ID → trunk index
 	byDomain map[string]int32       // lower-cased trunk_domain → trunk index
 	creds    map[string]*Credential // username → credential
-	byCred   map[string][]int32     // credential uuid → the trunks naming it (resolved), by index
+	byCred   map[string]credUse     // credential uuid → the trunks naming it (resolved)
 	ncreds   int                    // credentials in the data set, for Empty
 
 	acls []*aclState        // every stored ACL, valid or not, sorted by uuid
@@ -238,7 +246,7 @@ func (s *Snapshot) compileTrunks(in []Trunk, credByUUID map[string]*Credential) 
 	s.ids = make([]TrunkID, len(sorted))
 	s.byID = make(map[TrunkID]int32, len(sorted))
 	s.byDomain = make(map[string]int32, len(sorted))
-	s.byCred = make(map[string][]int32)
+	s.byCred = make(map[string]credUse)
 	s.uses = make(map[string]*aclUse)
 	for i, t := range sorted {
 		field := "trunks[" + string(t.ID) + "]"
@@ -262,7 +270,17 @@ func (s *Snapshot) compileTrunks(in []Trunk, credByUUID map[string]*Credential) 
 		if t.CredentialUUID != "" {
 			if c, ok := credByUUID[t.CredentialUUID]; ok {
 				p.Credential = c
-				s.byCred[c.UUID] = append(s.byCred[c.UUID], int32(i))
+				u := s.byCred[c.UUID]
+				u.n++
+				switch {
+				case p.TakesCalls() && u.takes == 0:
+					u.trunk, u.takes = int32(i), 1
+				case p.TakesCalls():
+					u.takes++
+				case u.n == 1:
+					u.trunk = int32(i)
+				}
+				s.byCred[c.UUID] = u
 			} else {
 				s.problem("", field+".credential_uuid", t.CredentialUUID, "no such valid credential, trunk has none")
 			}
@@ -677,18 +695,29 @@ func (s *Snapshot) holds(set []int32, id TrunkID) bool {
 	return false
 }
 
-// CredentialTrunk returns the trunk (enabled or not) whose credential is uuid, and how many
-// trunks use that credential: the trunk is nil unless exactly one does. The SIP path asks
-// it when a digest answer, not a domain or a source, identified the caller.
+// credUse is how trunks use one credential.
+type credUse struct {
+	n     int   // trunks naming it
+	takes int   // of which TakesCalls
+	trunk int32 // the first that takes calls, else the first
+}
+
+// CredentialTrunk returns the trunk an INVITE authenticated by credential uuid alone (no
+// trunk by domain or source) belongs to, and how many trunks use that credential:
+//
+//   - the one trunk using it that takes calls ([TrunkPolicy.TakesCalls]);
+//   - when none of them takes calls, one of them, so the caller answers as for a
+//     disabled trunk rather than letting its PBX around the disable;
+//   - nil when no trunk uses it, or several take calls (ambiguous).
 func (s *Snapshot) CredentialTrunk(uuid string) (*TrunkPolicy, int) {
 	if s == nil {
 		return nil, 0
 	}
-	ts := s.byCred[uuid]
-	if len(ts) != 1 {
-		return nil, len(ts)
+	u, ok := s.byCred[uuid]
+	if !ok || u.takes > 1 {
+		return nil, u.n
 	}
-	return s.trunks[ts[0]], 1
+	return s.trunks[u.trunk], u.n
 }
 
 // Credential returns the credential with exactly this username (shared: do not modify),

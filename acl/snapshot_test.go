@@ -154,10 +154,32 @@ func TestSnapshotTrunksAndCredentials(t *testing.T) {
 	if tp, n := (*Snapshot)(nil).CredentialTrunk("cred-1"); n != 0 || tp != nil {
 		t.Errorf("nil snapshot: CredentialTrunk = %v, %d", tp, n)
 	}
-	shared := exampleDataset()
-	shared.Trunks = append(shared.Trunks, Trunk{ID: "pbx-digest-2", Status: TrunkEnabled, CredentialUUID: "cred-1"})
-	if tp, n := mustCompile(t, shared).CredentialTrunk("cred-1"); n != 2 || tp != nil {
-		t.Errorf("shared credential: CredentialTrunk = %v, %d; want nil, 2", tp, n)
+	for _, tc := range []struct {
+		name   string
+		status string // of a second trunk using cred-1
+		want   TrunkID
+	}{
+		{"shared by two trunks taking calls: ambiguous", TrunkEnabled, ""},
+		{"shared with a disabled trunk: the one taking calls", TrunkDisabled, "pbx-digest"},
+	} {
+		shared := exampleDataset()
+		shared.Trunks = append(shared.Trunks, Trunk{ID: "pbx-digest-2", Status: tc.status, CredentialUUID: "cred-1"})
+		tp, n := mustCompile(t, shared).CredentialTrunk("cred-1")
+		if got := TrunkID(""); n != 2 || (tp != nil && tp.ID != tc.want) || (tp == nil) != (tc.want == "") {
+			if tp != nil {
+				got = tp.ID
+			}
+			t.Errorf("%s: CredentialTrunk = %q, %d; want %q, 2", tc.name, got, n, tc.want)
+		}
+	}
+	off := exampleDataset() // only disabled trunks use it: one of them, to answer 403
+	for i := range off.Trunks {
+		if off.Trunks[i].CredentialUUID == "cred-1" {
+			off.Trunks[i].Status = TrunkDisabled
+		}
+	}
+	if tp, n := mustCompile(t, off).CredentialTrunk("cred-1"); n != 1 || tp == nil || tp.TakesCalls() {
+		t.Errorf("credential of a disabled trunk: CredentialTrunk = %+v, %d; want that trunk", tp, n)
 	}
 	for _, user := range []string{"Alice", "bob", "", "nobody"} {
 		if _, ok := s.Credential(user); ok {

@@ -22,8 +22,8 @@ type Policy interface {
 	Allows(id acl.TrunkID, src netip.Addr) bool
 	// Credential finds a credential by username.
 	Credential(username string) (*acl.Credential, bool)
-	// CredentialTrunk returns the trunk using credential uuid when exactly one does, and
-	// how many do.
+	// CredentialTrunk returns the trunk an INVITE authenticated by credential uuid alone
+	// belongs to (see acl.Snapshot.CredentialTrunk), and how many trunks use it.
 	CredentialTrunk(uuid string) (*acl.TrunkPolicy, int)
 	// Listed reports whether src is inside an enabled entry of any ACL a trunk names:
 	// a known PBX, never banned and exempt from the per-source rate limit. It is asked
@@ -60,9 +60,9 @@ func (d *decision) trunkID() acl.TrunkID {
 //  3. disabled (or inbound-only) trunk → 403; src in the trunk's ACL → allow (ip);
 //  4. a trunk without a credential → 403; otherwise a valid Proxy-Authorization for the
 //     trunk's credential (or, with no trunk, for the credential it names) → allow (digest).
-//     With no trunk, the one trunk using that credential becomes the call's trunk (its
-//     upstream, caps and metrics), and 403 if it is disabled; a credential no trunk or
-//     several trunks use relays to the default upstream;
+//     With no trunk, the trunk using that credential becomes the call's trunk (its
+//     upstream, caps and metrics), 403 when none using it takes calls; a credential no
+//     trunk uses, or several trunks that take calls share, relays to the default upstream;
 //  5. else 407 with fresh challenges (stale=true for a right answer to an expired nonce);
 //     a wrong answer and an unknown user get the very same fresh challenges.
 //
@@ -117,7 +117,7 @@ func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authentic
 	case digestOK:
 		d.verdict = acl.VerdictAllowDigest
 		if trunk == nil && d.cred != nil {
-			if t, n := pol.CredentialTrunk(d.cred.UUID); n == 1 {
+			if t, _ := pol.CredentialTrunk(d.cred.UUID); t != nil {
 				d.trunk = t
 				if !usable(t) { // its PBX must not get around the disabled trunk
 					d.verdict = acl.VerdictTrunkDisabled
@@ -141,9 +141,7 @@ func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authentic
 
 // usable reports whether calls from a PBX may use the trunk: it is enabled and relays
 // outbound (PBX → edge → upstream); an unset direction counts as outbound.
-func usable(t *acl.TrunkPolicy) bool {
-	return t.Enabled && (t.Direction == "" || t.Direction == acl.DirectionOutbound)
-}
+func usable(t *acl.TrunkPolicy) bool { return t.TakesCalls() }
 
 // isNilPolicy reports "no snapshot yet": a nil interface, or a nil *acl.Snapshot wrapped
 // in one (what `func() Policy { return holder.Load() }` returns before the first load).

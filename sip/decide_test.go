@@ -40,17 +40,26 @@ func (f *fakePolicy) Credential(u string) (*acl.Credential, bool) {
 	return c, ok
 }
 func (f *fakePolicy) CredentialTrunk(uuid string) (*acl.TrunkPolicy, int) {
-	var found *acl.TrunkPolicy
-	n := 0
+	var taking, other *acl.TrunkPolicy
+	n, takes := 0, 0
 	for _, t := range f.trunks {
-		if t.Credential != nil && t.Credential.UUID == uuid {
-			found, n = t, n+1
+		if t.Credential == nil || t.Credential.UUID != uuid {
+			continue
+		}
+		n++
+		if t.TakesCalls() {
+			taking, takes = t, takes+1
+		} else {
+			other = t
 		}
 	}
-	if n != 1 {
-		found = nil
+	switch takes {
+	case 0:
+		return other, n
+	case 1:
+		return taking, n
 	}
-	return found, n
+	return nil, n
 }
 func (f *fakePolicy) Listed(a netip.Addr) bool {
 	_, ok := f.sources[a]
