@@ -212,8 +212,28 @@ func validateRequest(req *sipmsg.Request) string {
 			return "Missing From Tag"
 		}
 	}
-	if v := req.Via(); v == nil || v.Host == "" {
+	if v := req.Via(); v == nil || v.Host == "" || v.ProtocolName != "SIP" || v.ProtocolVersion != "2.0" || v.Transport == "" {
 		return "Bad Via"
 	}
+	// sipgo keeps an unparsable name-addr as a scheme-less raw string and writes it back
+	// as "sip:<raw>", which the next hop cannot parse: refuse, do not relay garbage.
+	if !goodAddress(&req.From().Address) {
+		return "Bad From"
+	}
+	if !goodAddress(&req.To().Address) {
+		return "Bad To"
+	}
 	return ""
+}
+
+// goodAddress reports whether a From/To URI was parsed into something that is written
+// back as it came: a sip(s) URI with a host, or another scheme (tel:, urn:).
+func goodAddress(u *sipmsg.Uri) bool {
+	switch u.Scheme {
+	case "":
+		return false
+	case "sip", "sips":
+		return u.Host != ""
+	}
+	return true
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	sipmsg "github.com/emiago/sipgo/sip"
+
 	"github.com/sipedge/sipedge/acl"
 )
 
@@ -299,5 +301,27 @@ func TestDecideAllocatesNothing(t *testing.T) {
 				t.Fatalf("%v allocations per decision, want 0", allocs)
 			}
 		})
+	}
+}
+
+// TestValidateAddresses: From/To that sipgo could only keep as raw, scheme-less text are
+// refused (they would be written back as "sip:<raw>", which the next hop cannot parse);
+// tel: and sip URIs, bracketed or not, pass.
+func TestValidateAddresses(t *testing.T) {
+	for _, tc := range []struct{ to, want string }{
+		{"To: <sip:1@t1.example.org>", ""},
+		{"To: sip:1@t1.example.org", ""},
+		{"To: <tel:+15551234567>", ""},
+		{"To: \"Bob\" <sips:bob@example.org>;tag=x", ""},
+		{"To: :0:", "Bad To"},
+	} {
+		raw := replace(rawRequest("INVITE", "sip:1@t1.example.org"), "To: <sip:1@t1.example.org>", tc.to)
+		msg, err := sipmsg.ParseMessage(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.to, err)
+		}
+		if got := validateRequest(msg.(*sipmsg.Request)); got != tc.want {
+			t.Errorf("%s: validateRequest = %q, want %q", tc.to, got, tc.want)
+		}
 	}
 }
