@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -272,90 +273,36 @@ type entryMatcher interface {
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.Realm == "" {
-		c.Realm = DefaultRealm
-	}
+	c.Listen = cmp.Or(c.Listen, DefaultListen)
+	c.Realm = cmp.Or(c.Realm, DefaultRealm)
 	if len(c.DigestAlgorithms) == 0 {
 		c.DigestAlgorithms = []string{acl.DigestMD5, acl.DigestSHA256}
 	}
-	if c.NonceTTL == 0 {
-		c.NonceTTL = DefaultNonceTTL
-	}
-	if c.UpstreamTimeout == 0 {
-		c.UpstreamTimeout = DefaultUpstreamTimeout
-	}
-	if c.InviteTimeout == 0 {
-		c.InviteTimeout = DefaultInviteTimeout
-	}
-	if c.UpstreamConnectTimeout == 0 {
-		c.UpstreamConnectTimeout = DefaultUpstreamConnectTimeout
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if c.MaxPendingTransactions == 0 {
-		c.MaxPendingTransactions = DefaultMaxPending
-	}
-	if c.UserAgent == "" {
-		c.UserAgent = DefaultUserAgent
-	}
-	if c.UDPReadBuffer == 0 {
-		c.UDPReadBuffer = DefaultUDPReadBuffer
-	}
-	if c.UDPReaders == 0 {
-		c.UDPReaders = 1
-	}
-	if c.TCPReadIdleTimeout == 0 {
-		c.TCPReadIdleTimeout = DefaultTCPReadIdleTimeout
-	}
-	if c.TCPWriteTimeout == 0 {
-		c.TCPWriteTimeout = DefaultTCPWriteTimeout
-	}
-	if c.DialogTimeout == 0 {
-		c.DialogTimeout = DefaultDialogTimeout
-	}
-	if c.RetryAfter == 0 {
-		c.RetryAfter = DefaultRetryAfter
-	}
-	if c.BanThreshold == 0 {
-		c.BanThreshold = DefaultBanThreshold
-	}
-	if c.BanWindow == 0 {
-		c.BanWindow = DefaultBanWindow
-	}
-	if c.BanTTL == 0 {
-		c.BanTTL = DefaultBanTTL
-	}
-	if c.BanAction == "" {
-		c.BanAction = DefaultBanAction
-	}
-	if c.MaxBans == 0 {
-		c.MaxBans = DefaultMaxBans
-	}
-	if c.BanRefresh == 0 {
-		c.BanRefresh = DefaultBanRefresh
-	}
-	if c.BanStoreTimeout == 0 {
-		c.BanStoreTimeout = DefaultBanStoreTimeout
-	}
-	if c.RateLimitRequests == 0 {
-		c.RateLimitRequests = DefaultRateLimitRequests
-	}
-	if c.RateLimitWindow == 0 {
-		c.RateLimitWindow = DefaultRateLimitWindow
-	}
-	if c.MaxRateSources == 0 {
-		c.MaxRateSources = DefaultMaxRateSources
-	}
-	if c.ConcurrentCapCode == 0 {
-		c.ConcurrentCapCode = DefaultConcurrentCapCode
-	}
-	if c.ProxyHeaderTimeout == 0 {
-		c.ProxyHeaderTimeout = DefaultProxyHeaderTimeout
-	}
+	c.NonceTTL = cmp.Or(c.NonceTTL, DefaultNonceTTL)
+	c.UpstreamTimeout = cmp.Or(c.UpstreamTimeout, DefaultUpstreamTimeout)
+	c.InviteTimeout = cmp.Or(c.InviteTimeout, DefaultInviteTimeout)
+	c.UpstreamConnectTimeout = cmp.Or(c.UpstreamConnectTimeout, DefaultUpstreamConnectTimeout)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
+	c.MaxPendingTransactions = cmp.Or(c.MaxPendingTransactions, DefaultMaxPending)
+	c.UserAgent = cmp.Or(c.UserAgent, DefaultUserAgent)
+	c.UDPReadBuffer = cmp.Or(c.UDPReadBuffer, DefaultUDPReadBuffer)
+	c.UDPReaders = cmp.Or(c.UDPReaders, 1)
+	c.TCPReadIdleTimeout = cmp.Or(c.TCPReadIdleTimeout, DefaultTCPReadIdleTimeout)
+	c.TCPWriteTimeout = cmp.Or(c.TCPWriteTimeout, DefaultTCPWriteTimeout)
+	c.DialogTimeout = cmp.Or(c.DialogTimeout, DefaultDialogTimeout)
+	c.RetryAfter = cmp.Or(c.RetryAfter, DefaultRetryAfter)
+	c.BanThreshold = cmp.Or(c.BanThreshold, DefaultBanThreshold)
+	c.BanWindow = cmp.Or(c.BanWindow, DefaultBanWindow)
+	c.BanTTL = cmp.Or(c.BanTTL, DefaultBanTTL)
+	c.BanAction = cmp.Or(c.BanAction, DefaultBanAction)
+	c.MaxBans = cmp.Or(c.MaxBans, DefaultMaxBans)
+	c.BanRefresh = cmp.Or(c.BanRefresh, DefaultBanRefresh)
+	c.BanStoreTimeout = cmp.Or(c.BanStoreTimeout, DefaultBanStoreTimeout)
+	c.RateLimitRequests = cmp.Or(c.RateLimitRequests, DefaultRateLimitRequests)
+	c.RateLimitWindow = cmp.Or(c.RateLimitWindow, DefaultRateLimitWindow)
+	c.MaxRateSources = cmp.Or(c.MaxRateSources, DefaultMaxRateSources)
+	c.ConcurrentCapCode = cmp.Or(c.ConcurrentCapCode, DefaultConcurrentCapCode)
+	c.ProxyHeaderTimeout = cmp.Or(c.ProxyHeaderTimeout, DefaultProxyHeaderTimeout)
 	return c
 }
 
