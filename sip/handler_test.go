@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/acl"
+	"github.com/sipedge/sipedge/internal/testutil"
 )
 
 // newUnitServer builds a server that is not listening, for handler tests with siptest
@@ -73,7 +74,7 @@ func headerValues(res *sipmsg.Response, name string) []string {
 }
 
 func TestHandlerVerdicts(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	reg := prometheus.NewRegistry()
 	cfg := baseConfig()
 	cfg.UpstreamTimeout = 300 * time.Millisecond

@@ -1,12 +1,10 @@
 package sip
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -118,24 +116,6 @@ func answerChallenge(t testing.TB, chalValue, method, uri, user, password string
 		t.Fatalf("digest: %v", err)
 	}
 	return cred.String()
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func baseConfig() Config {

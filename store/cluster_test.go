@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/acl"
+	"github.com/sipedge/sipedge/internal/testutil"
 	"github.com/sipedge/sipedge/store"
 )
 
@@ -236,7 +236,7 @@ func TestRegistryRedisOutage(t *testing.T) {
 	pro := *ro
 	pro.Addr = px.addr
 	pro.MaxRetries = -1
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	s := openRedisStore(t, &pro, p, store.WithTimeout(100*time.Millisecond), store.WithLogger(zerolog.New(&logs)),
 		store.WithNodeTTL(time.Second))
 	observer := openRedisStore(t, ro, p)
@@ -268,22 +268,4 @@ func TestRegistryRedisOutage(t *testing.T) {
 	if !strings.Contains(logs.String(), `"level":"warn"`) {
 		t.Fatalf("the outage was not logged at warn:\n%s", logs.String())
 	}
-}
-
-// lockedBuffer is a log sink safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

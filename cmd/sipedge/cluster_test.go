@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"github.com/sipedge/sipedge/internal/testutil"
 )
 
 // The tests in this file run whole sipedge nodes in-process (serve, exactly as main does)
@@ -117,24 +118,7 @@ type node struct {
 	sip, http netip.AddrPort
 	cancel    context.CancelFunc
 	done      chan error
-	out       *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	out       *testutil.SyncBuffer
 }
 
 func startNode(t *testing.T, name string, mod func(*Config), waitReady bool) *node {
@@ -155,7 +139,7 @@ func startNode(t *testing.T, name string, mod func(*Config), waitReady bool) *no
 		t.Fatal(err)
 	}
 	n := &node{name: name, sip: netip.MustParseAddrPort(cfg.SIPListen), http: netip.MustParseAddrPort(cfg.HTTPListen),
-		done: make(chan error, 1), out: &syncBuffer{}}
+		done: make(chan error, 1), out: &testutil.SyncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	log := zerolog.New(n.out).Level(zerolog.InfoLevel)
