@@ -80,20 +80,7 @@ func TestRedisIncrementalMatchesCompile(t *testing.T) {
 		}
 		return v
 	})
-	pool := []string{
-		"192.0.2.0/24", "192.0.2.0/25", "192.0.2.128/26", "192.0.2.7", "192.0.2.200",
-		"198.51.100.0/24", "198.51.100.10", "203.0.113.0/28", "203.0.113.9",
-		"2001:db8::/32", "2001:db8:1::/48", "2001:db8:1::1", "2001:db8:ffff::/48",
-	}
-	var probes []netip.Addr
-	for _, p := range pool {
-		pf, err := acl.ParsePrefix(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		probes = append(probes, pf.Addr(), lastAddr(pf), pf.Addr().Prev(), lastAddr(pf).Next())
-	}
-	probes = append(probes, netip.MustParseAddr("::ffff:192.0.2.7"), netip.MustParseAddr("10.1.2.3"))
+	pool, probes := addressPool(t)
 
 	steps := 80
 	if testing.Short() {

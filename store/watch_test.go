@@ -148,21 +148,7 @@ func TestWatchIncrementalMatchesCompile(t *testing.T) {
 	waitFor, versions := storetest.StartWatch(t, s)
 	waitFor(ok(s.Version(ctx)))
 
-	// The address pool: nested IPv4 and IPv6 prefixes, so closures matter.
-	pool := []string{
-		"192.0.2.0/24", "192.0.2.0/25", "192.0.2.128/26", "192.0.2.7", "192.0.2.200",
-		"198.51.100.0/24", "198.51.100.10", "203.0.113.0/28", "203.0.113.9",
-		"2001:db8::/32", "2001:db8:1::/48", "2001:db8:1::1", "2001:db8:ffff::/48",
-	}
-	var probes []netip.Addr
-	for _, p := range pool {
-		pf, err := acl.ParsePrefix(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		probes = append(probes, pf.Addr(), lastAddr(pf), pf.Addr().Prev(), lastAddr(pf).Next())
-	}
-	probes = append(probes, netip.MustParseAddr("::ffff:192.0.2.7"), netip.MustParseAddr("10.1.2.3"))
+	pool, probes := addressPool(t)
 
 	steps := 120
 	if testing.Short() {
@@ -218,6 +204,26 @@ func TestWatchIncrementalMatchesCompile(t *testing.T) {
 	if got := metricValue(t, reg, "sipedge_snapshot_compile_seconds"); got != float64(steps+1) {
 		t.Fatalf("compile histogram has %v samples, want %d", got, steps+1)
 	}
+}
+
+// addressPool returns nested IPv4 and IPv6 prefixes (so closures matter) for random ACL
+// changes, and the addresses to probe: each prefix's edges and their neighbours.
+func addressPool(t *testing.T) (pool []string, probes []netip.Addr) {
+	t.Helper()
+	pool = []string{
+		"192.0.2.0/24", "192.0.2.0/25", "192.0.2.128/26", "192.0.2.7", "192.0.2.200",
+		"198.51.100.0/24", "198.51.100.10", "203.0.113.0/28", "203.0.113.9",
+		"2001:db8::/32", "2001:db8:1::/48", "2001:db8:1::1", "2001:db8:ffff::/48",
+	}
+	for _, p := range pool {
+		pf, err := acl.ParsePrefix(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		probes = append(probes, pf.Addr(), lastAddr(pf), pf.Addr().Prev(), lastAddr(pf).Next())
+	}
+	probes = append(probes, netip.MustParseAddr("::ffff:192.0.2.7"), netip.MustParseAddr("10.1.2.3"))
+	return pool, probes
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
