@@ -2,9 +2,7 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -108,25 +106,7 @@ func (e *env) head() store.Head {
 // async sends an authenticated JSON request on its own goroutine; the result arrives on
 // the channel (code -1 on a transport error).
 func (e *env) async(method, path, body string) <-chan *resp {
-	out := make(chan *resp, 1)
-	hr, err := newJSONRequest(method, e.url(testAuthID, path), body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	client := e.hs.Client()
-	go func() {
-		res, err := client.Do(hr)
-		if err != nil {
-			out <- &resp{code: -1, raw: []byte(err.Error())}
-			return
-		}
-		defer res.Body.Close()
-		raw, _ := io.ReadAll(res.Body)
-		r := &resp{code: res.StatusCode, hdr: res.Header, raw: raw}
-		_ = json.Unmarshal(raw, &r.body)
-		out <- r
-	}()
-	return out
+	return e.asyncHeader(method, path, body, nil)
 }
 
 func TestClusterList(t *testing.T) {
