@@ -132,6 +132,11 @@ func baseConfig() Config {
 // startServer runs a server until the test ends.
 func startServer(t testing.TB, cfg Config, policy func() Policy, opts ...Option) *Server {
 	t.Helper()
+	if cfg.Logger.GetLevel() == zerolog.Disabled {
+		// The edge's own log goes to the test log: shown when a test fails, so a
+		// wrong answer comes with the edge's reason for it.
+		cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+	}
 	s, err := New(cfg, policy, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -593,6 +593,27 @@ func TestRunStopsCleanly(t *testing.T) {
 }
 
 // A 6 KB INVITE (large SDP) is relayed over UDP: sipgo's 1300-byte MTU guard is raised.
+// Ready means every listener is serving: a TCP caller's INVITE relayed to a UDP upstream
+// in the first instant goes out on the edge's UDP socket. (It once got 503 under load:
+// sipgo pools the UDP listener inside ServeUDP's goroutine, and a relay that came first
+// tried to bind a second socket to the edge's own address.)
+func TestReadyMeansServing(t *testing.T) {
+	u := newUAS(t)
+	for i := range 10 {
+		cfg := baseConfig()
+		cfg.Upstream = "sip:" + u.addr.String()
+		edge := startServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
+		if c, _ := edge.ua.TransportLayer().GetConnection("udp", edge.laddrUDP.String()); c == nil {
+			t.Fatalf("start %d: ready, but sipgo has no pooled UDP listener yet", i)
+		}
+		pbx := dialRawTCP(t, "127.0.0.2", edge.Addr())
+		pbx.write(tcpRequest(rawRequest("INVITE", edgeURI(edge)), pbx.addr()))
+		if res := pbx.final(3 * time.Second); res == nil || res.StatusCode != 200 {
+			t.Fatalf("start %d: first TCP INVITE got %v, want 200", i, res)
+		}
+	}
+}
+
 func TestLargeInviteOverUDP(t *testing.T) {
 	r := newRig(t, "UDP", nil)
 	pbx := r.uac(t, "127.0.0.2", "UDP")

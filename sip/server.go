@@ -229,6 +229,7 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { errc <- s.srv.ServeUDP(udp) }()
 	}
 	go func() { errc <- s.srv.ServeTCP(edge) }()
+	s.awaitServing(ctx, errc)
 	sweepDone := make(chan struct{})
 	go func() { defer close(sweepDone); s.sweepDialogs(ctx) }()
 	bansDone := make(chan struct{})
@@ -325,6 +326,29 @@ func (s *Server) sendContext(r *sipmsg.Request, d time.Duration) (context.Contex
 		return s.dialCtx, func() {}
 	}
 	return context.WithTimeout(s.dialCtx, d)
+}
+
+// awaitServing returns once sipgo has registered the UDP listener in its connection pool
+// and the TCP listen port, which ServeUDP and ServeTCP do inside their goroutines. Until
+// then a relay to a UDP upstream (from a TCP caller, say) finds no pooled socket for the
+// edge's own address, tries to bind a new one there and fails: the call got 503 when it
+// came in the first milliseconds. It also returns when a listener stopped (the error
+// stays in errc for Run) or ctx ends.
+func (s *Server) awaitServing(ctx context.Context, errc chan error) {
+	tl := s.ua.TransportLayer()
+	for {
+		if c, _ := tl.GetConnection("udp", s.laddrUDP.String()); c != nil && len(tl.ListenPorts("tcp")) > 0 {
+			return
+		}
+		select {
+		case err := <-errc:
+			errc <- err // room: it was just taken out
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 var errDialRefused = errors.New("sip: outbound connection not requested by the edge")
