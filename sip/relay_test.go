@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -304,6 +305,147 @@ func TestCancelBeforeAnswer(t *testing.T) {
 				t.Fatal("canceled call counted as a dialog")
 			}
 		})
+	}
+}
+
+// rawUAS is an upstream on a plain UDP socket that answers an INVITE with 180 and a
+// CANCEL with 200 for the CANCEL and then 200 OK for the INVITE: the answer that crossed
+// the CANCEL on the wire (RFC 3261 §9.2). It records the ACK and BYE that follow.
+type rawUAS struct {
+	conn      *net.UDPConn
+	mu        sync.Mutex
+	invite    *sipmsg.Request
+	ack, bye  *sipmsg.Request
+	ackedFrom netip.AddrPort
+}
+
+func newRawUAS(t *testing.T) *rawUAS {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &rawUAS{conn: c}
+	done := make(chan struct{})
+	t.Cleanup(func() { c.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			m, err := sipmsg.ParseMessage(append([]byte(nil), buf[:n]...))
+			if req, ok := m.(*sipmsg.Request); err == nil && ok {
+				u.on(req, from)
+			}
+		}
+	}()
+	return u
+}
+
+func (u *rawUAS) addr() netip.AddrPort { return u.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+func (u *rawUAS) reply(req *sipmsg.Request, code int, reason string, to netip.AddrPort) {
+	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
+	if code >= 180 {
+		res.To().Params.Add("tag", "raw-uas")
+	}
+	if code == 200 && req.IsInvite() {
+		res.AppendHeader(&sipmsg.ContactHeader{Address: sipmsg.Uri{Scheme: "sip", User: "uas", Host: "127.0.0.1", Port: int(u.addr().Port())}})
+	}
+	_, _ = u.conn.WriteToUDPAddrPort([]byte(res.String()), to)
+}
+
+func (u *rawUAS) on(req *sipmsg.Request, from netip.AddrPort) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch req.Method {
+	case sipmsg.INVITE:
+		if u.invite == nil {
+			u.invite = req
+			u.reply(req, 180, "Ringing", from)
+		}
+	case sipmsg.CANCEL:
+		u.reply(req, 200, "OK", from)
+		if u.invite != nil {
+			u.reply(u.invite, 200, "OK", from) // sent before the CANCEL was seen
+		}
+	case sipmsg.ACK:
+		u.ack, u.ackedFrom = req, from
+	case sipmsg.BYE:
+		u.bye = req
+		u.reply(req, 200, "OK", from)
+	}
+}
+
+func (u *rawUAS) seen() (invite, ack, bye *sipmsg.Request, ackFrom netip.AddrPort) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.invite, u.ack, u.bye, u.ackedFrom
+}
+
+// An answer that crosses the caller's CANCEL cannot reach the caller (it got 487), so the
+// edge ends the call upstream: ACK for the 2xx, then BYE, to the Contact the 2xx named.
+// Without that the upstream leg stays up (and billed) until its session timer, if any.
+func TestAnswerCrossingCancelIsHungUp(t *testing.T) {
+	up := newRawUAS(t)
+	cfg := baseConfig()
+	cfg.Upstream = "sip:" + up.addr().String()
+	reg := newRegistry()
+	cfg.Registerer = reg
+	edge := startServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
+	pbx := newUAC(t, "127.0.0.2", "UDP", edge.Addr())
+
+	inv := pbx.newInvite()
+	ringing := make(chan struct{})
+	var once sync.Once
+	final := make(chan *sipmsg.Response, 1)
+	go func() {
+		res, _, _ := pbx.send(inv, func(r *sipmsg.Response) {
+			if r.StatusCode == 180 {
+				once.Do(func() { close(ringing) })
+			}
+		})
+		final <- res
+	}()
+	select {
+	case <-ringing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no 180")
+	}
+	if c := pbx.cancel(inv); c.StatusCode != 200 {
+		t.Fatalf("CANCEL answered %d", c.StatusCode)
+	}
+	if res := <-final; res == nil || res.StatusCode != 487 {
+		t.Fatalf("caller's INVITE ended with %v, want 487", res)
+	}
+	eventually(t, 5*time.Second, "ACK and BYE upstream", func() bool {
+		_, ack, bye, _ := up.seen()
+		return ack != nil && bye != nil
+	})
+	upInv, ack, bye, ackFrom := up.seen()
+	if ackFrom != edge.Addr() {
+		t.Errorf("ACK came from %v, not the edge's socket %v", ackFrom, edge.Addr())
+	}
+	for _, r := range []*sipmsg.Request{ack, bye} {
+		if r.Recipient.User != "uas" || r.Recipient.Port != int(up.addr().Port()) {
+			t.Errorf("%s sent to %s, not the 2xx's Contact", r.Method, r.Recipient.String())
+		}
+		if callIDOf(r) != callIDOf(upInv) || tagOf(r.To().Params) != "raw-uas" || tagOf(r.From().Params) != tagOf(upInv.From().Params) {
+			t.Errorf("%s is not in the answered dialog: %s", r.Method, r.String())
+		}
+	}
+	if ack.CSeq().SeqNo != upInv.CSeq().SeqNo || bye.CSeq().SeqNo != upInv.CSeq().SeqNo+1 {
+		t.Errorf("CSeq ACK %d BYE %d for INVITE %d", ack.CSeq().SeqNo, bye.CSeq().SeqNo, upInv.CSeq().SeqNo)
+	}
+	eventually(t, 3*time.Second, "relay finished", func() bool { return edge.ActiveCalls() == 0 })
+	if edge.ActiveDialogs() != 0 {
+		t.Fatal("a call nobody can talk on is counted as a dialog")
+	}
+	if v := metricValue(t, reg, "sipedge_sip_dropped_total", map[string]string{"reason": dropCanceled}); v != 1 {
+		t.Fatalf("sipedge_sip_dropped_total{reason=canceled} = %v, want 1", v)
 	}
 }
 
