@@ -301,6 +301,7 @@ type uas struct {
 	silent                                  atomic.Bool  // never answer
 	mu                                      sync.Mutex
 	seen                                    []*sipmsg.Request // initial INVITEs as received
+	lastBye                                 atomic.Pointer[sipmsg.Request]
 }
 
 func newUAS(t testing.TB) *uas {
@@ -313,6 +314,7 @@ func newUAS(t testing.TB) *uas {
 		s.OnAck(func(*sipmsg.Request, sipmsg.ServerTransaction) { u.acks.Add(1) })
 		s.OnBye(func(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 			u.byes.Add(1)
+			u.lastBye.Store(req)
 			tx.Respond(sipmsg.NewResponseFromRequest(req, 200, "OK", nil))
 		})
 	})

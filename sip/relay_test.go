@@ -449,6 +449,46 @@ func TestAnswerCrossingCancelIsHungUp(t *testing.T) {
 	}
 }
 
+// An in-dialog request with no Route for a call this node does not know (answered via
+// another node, or before a restart) is relayed only when its source is IP-allowed for a
+// trunk, and then to that trunk's upstream, with an edge-addressed Request-URI rewritten
+// to the upstream. Anything else gets 403; an ACK nothing routes goes nowhere.
+func TestInDialogWithoutRouteFromAllowedSource(t *testing.T) {
+	r := newRig(t, "UDP", nil)
+	ruri := edgeURI(r.edge)
+	inDialog := func(method string, extra ...string) []byte {
+		return replace(rawRequest(method, ruri, extra...), "To: <"+ruri+">", "To: <"+ruri+">;tag=uas-tag")
+	}
+	pbx := newRawUDP(t, "127.0.0.2", r.edge.Addr())
+
+	if res := pbx.request(inDialog("BYE"), 3*time.Second); res == nil || res.StatusCode != 200 {
+		t.Fatalf("BYE from the listed PBX got %v, want the upstream's 200", res)
+	}
+	bye := r.uas.lastBye.Load()
+	if bye == nil || bye.Recipient.Host != r.uas.addr.Addr().String() || bye.Recipient.Port != int(r.uas.addr.Port()) {
+		t.Fatalf("BYE reached upstream addressed to %v, want the upstream's address", bye)
+	}
+
+	for _, tc := range []struct {
+		name string
+		peer *rawUDP
+		raw  []byte
+	}{
+		{"unlisted source", newRawUDP(t, "127.0.0.9", r.edge.Addr()), inDialog("BYE")},
+		{"routed to another proxy", pbx, inDialog("BYE", "Route: <sip:proxy.example.net;lr>")},
+		{"forged edge route token", pbx, inDialog("BYE", "Route: <sip:forged@"+r.edge.Addr().String()+";lr>")},
+	} {
+		if res := tc.peer.request(tc.raw, 3*time.Second); res == nil || res.StatusCode != 403 {
+			t.Errorf("%s: BYE got %v, want 403", tc.name, res)
+		}
+	}
+	pbx.send(replace(inDialog("ACK"), "127.0.0.9:5099", pbx.addr().String()))
+	time.Sleep(200 * time.Millisecond)
+	if n, a := r.uas.byes.Load(), r.uas.acks.Load(); n != 1 || a != 0 {
+		t.Fatalf("upstream got %d BYEs and %d ACKs, want only the allowed BYE", n, a)
+	}
+}
+
 func TestByeFromUpstream(t *testing.T) {
 	for _, tp := range transports {
 		t.Run(tp.in+"-to-"+tp.up, func(t *testing.T) {
