@@ -207,6 +207,49 @@ func TestBanTableBounded(t *testing.T) {
 	}
 }
 
+// A spray of sources with one failure each never grows the failure counters past their
+// cap (counters past the window go first), and counting still works afterwards.
+func TestBanFailureCountersBounded(t *testing.T) {
+	clk := &fakeClock{ns: 1}
+	tb := newBanTable(5, time.Minute, time.Hour, 320, "") // 10 counters per shard
+	fails := func() (n, most int) {
+		for i := range tb.shards {
+			l := len(tb.shards[i].fails)
+			n, most = n+l, max(most, l)
+		}
+		return n, most
+	}
+	for i := range 5000 {
+		tb.failure(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), BanReasonDigest, clk.now())
+	}
+	if n, most := fails(); most > tb.perShard || n < 100 {
+		t.Fatalf("%d counters, %d in the fullest shard (cap %d per shard)", n, most, tb.perShard)
+	}
+	if tb.count(clk.now()) != 0 {
+		t.Fatal("single failures banned someone")
+	}
+	// Past the window, the stale counters make room before any live one is dropped.
+	clk.add(2 * time.Minute)
+	live := aa("192.0.2.50")
+	for range 4 {
+		tb.failure(live, BanReasonDigest, clk.now())
+	}
+	sh := tb.shard(live)
+	if len(sh.fails) != tb.perShard {
+		t.Fatalf("the live source's shard holds %d counters, want it full (%d)", len(sh.fails), tb.perShard)
+	}
+	// As many new sources in that shard as it has stale counters: each takes a stale one's place.
+	for i, added := 0, 0; added < tb.perShard-1; i++ {
+		if a := netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}); tb.shard(a) == sh {
+			tb.failure(a, BanReasonDigest, clk.now())
+			added++
+		}
+	}
+	if _, set := tb.failure(live, BanReasonDigest, clk.now()); !set {
+		t.Fatal("a counter within its window was evicted while stale ones remained")
+	}
+}
+
 func TestBannedAllocs(t *testing.T) {
 	tb := newBanTable(1, time.Minute, time.Hour, 1024, "")
 	now := time.Now().UnixNano()
