@@ -271,6 +271,39 @@ func (u *uac) cancel(invite *sipmsg.Request) *sipmsg.Response {
 	return res
 }
 
+// cancelWhenRinging sends an INVITE, CANCELs it once 180 arrives (the CANCEL must get
+// 200) and returns the INVITE's final response and the statuses seen.
+func (u *uac) cancelWhenRinging() (*sipmsg.Response, []int, error) {
+	u.t.Helper()
+	inv := u.newInvite()
+	ringing := make(chan struct{})
+	var once sync.Once
+	type result struct {
+		res   *sipmsg.Response
+		codes []int
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, codes, err := u.send(inv, func(r *sipmsg.Response) {
+			if r.StatusCode == 180 {
+				once.Do(func() { close(ringing) })
+			}
+		})
+		done <- result{res, codes, err}
+	}()
+	select {
+	case <-ringing:
+	case <-time.After(5 * time.Second):
+		u.t.Fatal("no 180")
+	}
+	if c := u.cancel(inv); c.StatusCode != 200 {
+		u.t.Fatalf("CANCEL answered %d", c.StatusCode)
+	}
+	got := <-done
+	return got.res, got.codes, got.err
+}
+
 // call runs INVITE (answering a 407 with alg when user != "") and returns the final
 // response, the INVITE that got it and the statuses seen.
 func (u *uac) call(alg, user, pass string) (*sipmsg.Response, *sipmsg.Request, []int) {

@@ -268,36 +268,9 @@ func TestCancelBeforeAnswer(t *testing.T) {
 		t.Run(tp.in+"-to-"+tp.up, func(t *testing.T) {
 			r := newRig(t, tp.up, nil)
 			r.uas.ring.Store(int64(10 * time.Second))
-			pbx := r.uac(t, "127.0.0.2", tp.in)
-			inv := pbx.newInvite()
-			ringing := make(chan struct{})
-			var once bool
-			type result struct {
-				res   *sipmsg.Response
-				codes []int
-				err   error
-			}
-			done := make(chan result, 1)
-			go func() {
-				res, codes, err := pbx.send(inv, func(r *sipmsg.Response) {
-					if r.StatusCode == 180 && !once {
-						once = true
-						close(ringing)
-					}
-				})
-				done <- result{res, codes, err}
-			}()
-			select {
-			case <-ringing:
-			case <-time.After(5 * time.Second):
-				t.Fatal("no 180")
-			}
-			if c := pbx.cancel(inv); c.StatusCode != 200 {
-				t.Fatalf("CANCEL answered %d", c.StatusCode)
-			}
-			got := <-done
-			if got.err != nil || got.res.StatusCode != 487 {
-				t.Fatalf("INVITE final %v %v (%v)", got.res, got.err, got.codes)
+			res, codes, err := r.uac(t, "127.0.0.2", tp.in).cancelWhenRinging()
+			if err != nil || res.StatusCode != 487 {
+				t.Fatalf("INVITE final %v %v (%v)", res, err, codes)
 			}
 			eventually(t, 3*time.Second, "CANCEL at upstream", func() bool { return r.uas.cancels.Load() == 1 })
 			eventually(t, 3*time.Second, "relay finished", func() bool { return r.edge.ActiveCalls() == 0 })
@@ -396,30 +369,8 @@ func TestAnswerCrossingCancelIsHungUp(t *testing.T) {
 	reg := newRegistry()
 	cfg.Registerer = reg
 	edge := startServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
-	pbx := newUAC(t, "127.0.0.2", "UDP", edge.Addr())
-
-	inv := pbx.newInvite()
-	ringing := make(chan struct{})
-	var once sync.Once
-	final := make(chan *sipmsg.Response, 1)
-	go func() {
-		res, _, _ := pbx.send(inv, func(r *sipmsg.Response) {
-			if r.StatusCode == 180 {
-				once.Do(func() { close(ringing) })
-			}
-		})
-		final <- res
-	}()
-	select {
-	case <-ringing:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no 180")
-	}
-	if c := pbx.cancel(inv); c.StatusCode != 200 {
-		t.Fatalf("CANCEL answered %d", c.StatusCode)
-	}
-	if res := <-final; res == nil || res.StatusCode != 487 {
-		t.Fatalf("caller's INVITE ended with %v, want 487", res)
+	if res, codes, err := newUAC(t, "127.0.0.2", "UDP", edge.Addr()).cancelWhenRinging(); err != nil || res.StatusCode != 487 {
+		t.Fatalf("caller's INVITE ended with %v %v (%v), want 487", res, err, codes)
 	}
 	eventually(t, 5*time.Second, "ACK and BYE upstream", func() bool {
 		_, ack, bye, _ := up.seen()
