@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/acl"
+	"github.com/sipedge/sipedge/internal/testutil"
 )
 
 const (
@@ -133,9 +134,16 @@ func baseConfig() Config {
 func startServer(t testing.TB, cfg Config, policy func() Policy, opts ...Option) *Server {
 	t.Helper()
 	if cfg.Logger.GetLevel() == zerolog.Disabled {
-		// The edge's own log goes to the test log: shown when a test fails, so a
-		// wrong answer comes with the edge's reason for it.
-		cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+		// The edge's own log is kept and shown when the test fails, so a wrong answer
+		// comes with the edge's reason for it. A buffer, not t.Log: goroutines that
+		// outlive the test may still write. This cleanup runs after the server's.
+		var buf testutil.SyncBuffer
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("edge log:\n%s", buf.String())
+			}
+		})
+		cfg.Logger = zerolog.New(&buf).Level(zerolog.DebugLevel)
 	}
 	s, err := New(cfg, policy, opts...)
 	if err != nil {

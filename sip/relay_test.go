@@ -15,7 +15,6 @@ import (
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
-	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/acl"
 )
@@ -38,9 +37,6 @@ func newRig(t *testing.T, upTp string, mod func(*Config)) *rig {
 	cfg.Upstream = "sip:" + u.addr.String()
 	if upTp == "TCP" {
 		cfg.Upstream += ";transport=tcp"
-	}
-	if testing.Verbose() {
-		cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
 	}
 	if mod != nil {
 		mod(&cfg)
