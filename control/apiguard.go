@@ -29,9 +29,15 @@ const (
 	DefaultAuthFailureWindow = time.Minute
 	DefaultAuthBlock         = 5 * time.Minute
 
-	// maxAuthTracked bounds the clients whose failures are counted; when full, expired
-	// records are swept and, failing that, new clients go uncounted until room frees.
+	// maxAuthTracked bounds the clients whose failures are counted. When the table is
+	// full, expired records are swept (at most once a second: a sweep reads them all),
+	// then a record that is not blocking anyone gives way (among authEvictScan looked
+	// at); failing both, the failure counts against one shared overflow record, whose
+	// block refuses every client the table does not hold while it stays full. So a
+	// client is never left uncounted: an attacker who first fills the table from many
+	// addresses (65,536 IPv6 /64s are one /48) gains no unlimited guesses.
 	maxAuthTracked = 1 << 16
+	authEvictScan  = 64
 )
 
 // Reasons of sipedge_api_denied_total.
@@ -69,8 +75,10 @@ type guard struct {
 	now     func() time.Time // real time; a test may replace it
 	log     zerolog.Logger
 
-	mu    sync.Mutex
-	fails map[netip.Addr]*authRecord
+	mu       sync.Mutex
+	fails    map[netip.Addr]*authRecord
+	swept    time.Time  // last sweep of a full table
+	overflow authRecord // failures of clients a full table could not take
 
 	ignoredLogged atomic.Int64 // unix ns of the last "XFF ignored" log line
 	m             *guardMetrics
@@ -239,7 +247,10 @@ func (g *guard) blocked(client netip.Addr) time.Duration {
 	defer g.mu.Unlock()
 	rec := g.fails[limitKey(client)]
 	if rec == nil {
-		return 0
+		if len(g.fails) < maxAuthTracked {
+			return 0
+		}
+		rec = &g.overflow
 	}
 	return rec.blocked.Sub(g.now())
 }
@@ -255,12 +266,13 @@ func (g *guard) authFailed(client netip.Addr) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	rec := g.fails[k]
-	if rec == nil {
-		if len(g.fails) >= maxAuthTracked && !g.sweep(now) {
-			return
-		}
+	switch {
+	case rec != nil:
+	case len(g.fails) < maxAuthTracked || g.makeRoom(now):
 		rec = &authRecord{start: now}
 		g.fails[k] = rec
+	default:
+		rec = &g.overflow
 	}
 	if now.Sub(rec.start) >= g.window {
 		rec.start, rec.n = now, 0
@@ -269,9 +281,35 @@ func (g *guard) authFailed(client netip.Addr) {
 	if rec.n >= g.limit && !rec.blocked.After(now) {
 		rec.blocked = now.Add(g.block)
 		rec.start, rec.n = now, 0
-		g.log.Warn().Str("event", "api_auth_blocked").Str("client", client.String()).Int("failures", g.limit).
+		who := client.String()
+		if rec == &g.overflow {
+			who = "every client beyond the full failure table"
+		}
+		g.log.Warn().Str("event", "api_auth_blocked").Str("client", who).Int("failures", g.limit).
 			Dur("block", g.block).Msg("client blocked after failed API authentications")
 	}
+}
+
+// makeRoom frees one place in the full failure table (the caller holds g.mu): a sweep
+// of expired records, at most once a second, else a record not blocking anyone.
+func (g *guard) makeRoom(now time.Time) bool {
+	if now.Sub(g.swept) >= time.Second {
+		g.swept = now
+		if g.sweep(now) {
+			return true
+		}
+	}
+	n := 0
+	for k, rec := range g.fails {
+		if !rec.blocked.After(now) {
+			delete(g.fails, k)
+			return true
+		}
+		if n++; n >= authEvictScan {
+			break
+		}
+	}
+	return false
 }
 
 // sweep drops records whose window and block are over; false if none was.
@@ -295,6 +333,9 @@ func (g *guard) blockedCount() int {
 		if rec.blocked.After(now) {
 			n++
 		}
+	}
+	if g.overflow.blocked.After(now) {
+		n++
 	}
 	return n
 }

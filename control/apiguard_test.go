@@ -259,6 +259,75 @@ func TestAuthFailureLimit(t *testing.T) {
 	e.doFrom("127.0.0.2", "", good).must(t, 200)
 }
 
+// v6Client is the i-th /64 of 2001:db8::/32, one client each for the failure limit.
+func v6Client(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i), 15: 1})
+}
+
+// An attacker who fills the failure table first (one failure from each of 65,536 /64s,
+// one IPv6 /48) still gets no unlimited guesses from the next address: a record that is
+// blocking no one gives way. Filled with blocked clients, the failures of clients the
+// table cannot take count together, and their shared block refuses every such client
+// until the table has room again.
+func TestAuthFailureTableFull(t *testing.T) {
+	clock := &fakeNow{}
+	clock.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	reg := prometheus.NewRegistry()
+	g := newGuard(Config{AuthFailureLimit: 3, AuthFailureWindow: time.Minute, AuthBlock: 5 * time.Minute, Registerer: reg}, zerolog.Nop())
+	g.now = clock.now
+	guesses := func(c netip.Addr, n int) {
+		for range n {
+			g.authFailed(c)
+		}
+	}
+
+	for i := range maxAuthTracked {
+		guesses(v6Client(i), 1)
+	}
+	if len(g.fails) != maxAuthTracked {
+		t.Fatalf("%d records, want the table full (%d)", len(g.fails), maxAuthTracked)
+	}
+	next := v6Client(maxAuthTracked)
+	guesses(next, 3)
+	if g.blocked(next) <= 0 {
+		t.Fatal("a client beyond the full table guessed without limit")
+	}
+	if len(g.fails) > maxAuthTracked {
+		t.Fatalf("the table grew to %d", len(g.fails))
+	}
+
+	// Every place taken by a blocked client: the overflow record counts for all others.
+	held := make([]netip.Addr, 0, len(g.fails))
+	for k := range g.fails {
+		held = append(held, k)
+	}
+	for _, k := range held {
+		guesses(k, 3)
+	}
+	if n := gauge(t, reg, "sipedge_api_auth_blocked_clients"); n != maxAuthTracked {
+		t.Fatalf("sipedge_api_auth_blocked_clients = %v after filling the table with blocked clients", n)
+	}
+	late, bystander := v6Client(1<<22), v6Client(1<<22+1)
+	if g.blocked(late) > 0 || g.blocked(bystander) > 0 {
+		t.Fatal("clients beyond the table blocked before any of them failed")
+	}
+	guesses(late, 3)
+	if g.blocked(late) <= 0 {
+		t.Fatal("failures beyond a table full of blocked clients were not counted")
+	}
+	if g.blocked(bystander) <= 0 {
+		t.Fatal("the overflow block does not cover every client the table cannot hold")
+	}
+
+	// Blocks and windows over: the table sweeps itself and judges clients one by one again.
+	clock.advance(5*time.Minute + time.Second)
+	guesses(late, 1)
+	if g.blocked(late) > 0 || g.blocked(bystander) > 0 || len(g.fails) != 1 {
+		t.Fatalf("after the blocks ended: late blocked %v, bystander blocked %v, %d records",
+			g.blocked(late), g.blocked(bystander), len(g.fails))
+	}
+}
+
 func TestAuthFailureLimitOff(t *testing.T) {
 	e := newEnv(t)
 	e.restartWith(func(c *Config) { c.AuthFailureLimit = -1 })
