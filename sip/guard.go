@@ -195,12 +195,18 @@ func (r *recentSet) add(k netip.Addr) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if _, ok := sh.tat[k]; !ok && len(sh.tat) >= r.perShard {
-		for old, exp := range sh.tat { // forget an expired one, else any one
-			if exp <= now || len(sh.tat) >= r.perShard {
-				delete(sh.tat, old)
+		// Forget an expired one among evictScan looked at, else the first of them.
+		var victim netip.Addr
+		n := 0
+		for old, exp := range sh.tat {
+			if n == 0 || exp <= now {
+				victim = old
+			}
+			if n++; exp <= now || n >= evictScan {
 				break
 			}
 		}
+		delete(sh.tat, victim)
 	}
 	sh.tat[k] = now + r.ttl
 }

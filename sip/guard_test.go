@@ -412,3 +412,39 @@ func TestRecentlyAuthenticatedSpendListedBudget(t *testing.T) {
 		t.Fatal("the exemption did not expire")
 	}
 }
+
+// The set of recently authenticated sources stays bounded; a full shard forgets an
+// expired source before a live one.
+func TestRecentSetBounded(t *testing.T) {
+	clk := &fakeClock{ns: 1}
+	r := newRecentSet(time.Minute, 2*rateShards) // 2 per shard
+	r.now = clk.now
+	inShard := func(sh *rateShard, n int, from int) []netip.Addr {
+		var out []netip.Addr
+		for i := from; len(out) < n; i++ {
+			if a := netip.AddrFrom4([4]byte{10, 3, byte(i >> 8), byte(i)}); &r.shards[shardOf(r.seed, a, rateShards)] == sh {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	sh := &r.shards[0]
+	old := inShard(sh, 1, 0)[0]
+	r.add(old)
+	clk.add(2 * time.Minute) // old has expired
+	live := inShard(sh, 2, 1<<12)
+	r.add(live[0])
+	r.add(live[1]) // the shard is full: old must go, not live[0]
+	if !r.has(live[0]) || !r.has(live[1]) || len(sh.tat) != 2 {
+		t.Fatalf("live sources forgotten while an expired one was held: %v %v, %d held", r.has(live[0]), r.has(live[1]), len(sh.tat))
+	}
+	for _, a := range inShard(sh, 50, 1<<13) {
+		r.add(a)
+		if len(sh.tat) > 2 {
+			t.Fatalf("shard grew to %d", len(sh.tat))
+		}
+	}
+	if r.has(old) {
+		t.Fatal("an expired source counts as recent")
+	}
+}
