@@ -78,6 +78,24 @@ func (c *rawUDP) request(raw []byte, wait time.Duration) *sipmsg.Response {
 	}
 }
 
+// serveDatagrams passes every datagram read from c to handle, on its own goroutine,
+// until the test ends (c is closed then and the goroutine waited for).
+func serveDatagrams(t testing.TB, c net.PacketConn, handle func(b []byte, from net.Addr)) {
+	done := make(chan struct{})
+	t.Cleanup(func() { c.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			handle(buf[:n], from)
+		}
+	}()
+}
+
 func callIDOf2(res *sipmsg.Response) string {
 	if h := res.CallID(); h != nil {
 		return string(*h)

@@ -295,22 +295,12 @@ func newRawUAS(t *testing.T) *rawUAS {
 		t.Fatal(err)
 	}
 	u := &rawUAS{conn: c}
-	done := make(chan struct{})
-	t.Cleanup(func() { c.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			m, err := sipmsg.ParseMessage(append([]byte(nil), buf[:n]...))
-			if req, ok := m.(*sipmsg.Request); err == nil && ok {
-				u.on(req, from)
-			}
+	serveDatagrams(t, c, func(b []byte, from net.Addr) {
+		m, err := sipmsg.ParseMessage(append([]byte(nil), b...))
+		if req, ok := m.(*sipmsg.Request); err == nil && ok {
+			u.on(req, from.(*net.UDPAddr).AddrPort())
 		}
-	}()
+	})
 	return u
 }
 

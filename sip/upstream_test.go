@@ -58,21 +58,11 @@ func newFakeDNS(t *testing.T) *fakeDNS {
 		t.Fatal(err)
 	}
 	d := &fakeDNS{conn: c}
-	done := make(chan struct{})
-	t.Cleanup(func() { c.Close(); <-done })
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if res := d.answer(buf[:n]); res != nil {
-				_, _ = c.WriteTo(res, from)
-			}
+	serveDatagrams(t, c, func(b []byte, from net.Addr) {
+		if res := d.answer(b); res != nil {
+			_, _ = c.WriteTo(res, from)
 		}
-	}()
+	})
 	return d
 }
 
