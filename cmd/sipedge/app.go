@@ -197,12 +197,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		}
 		return nil
 	})
-	g.Go(func() error {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
-		}
-		return nil
-	})
+	serveHTTP(g, "http", httpSrv, ln)
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -105,15 +105,20 @@ func servePprof(ctx context.Context, g *errgroup.Group, addr string, log zerolog
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	log.Warn().Str("addr", ln.Addr().String()).Msg("serving Go profiles on /debug/pprof/")
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("pprof: %w", err)
-		}
-		return nil
-	})
+	serveHTTP(g, "pprof", srv, ln)
 	g.Go(func() error {
 		<-ctx.Done()
 		return srv.Close()
 	})
 	return ln.Addr(), nil
+}
+
+// serveHTTP runs srv on ln in g until it is closed or shut down (which is no error).
+func serveHTTP(g *errgroup.Group, name string, srv *http.Server, ln net.Listener) {
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
 }
