@@ -84,9 +84,11 @@ type Config struct {
 	// Realm is the digest realm every 407 names. Credentials carry HA1s computed over it.
 	Realm string
 
-	// DigestAlgorithms is the default order of Proxy-Authenticate challenges ("MD5",
-	// "SHA-256"). MD5 leads by default because many PBXs (and SIPp) answer only the first
-	// challenge and only in MD5. A trunk's DigestAlgorithms overrides it.
+	// DigestAlgorithms is the default set and order of Proxy-Authenticate challenges
+	// ("MD5", "SHA-256"). The default is one MD5 challenge (DESIGN §4.5): deployed UAs
+	// (libre/baresip 1.x, older Asterisk) give up on a 407 that offers an algorithm they
+	// do not know, even next to MD5. A trunk's digest_algorithms overrides it (one
+	// challenge per algorithm, most preferred first, RFC 8760).
 	DigestAlgorithms []string
 
 	// NonceKey signs digest nonces and Record-Route tokens. At least 32 bytes; every node
@@ -262,21 +264,15 @@ type HitRecorder interface {
 }
 
 // WithHitRecorder makes every INVITE allowed by IP count a hit on the entry that matched,
-// when the Policy can name it (see [entryMatcher]).
+// as the decision names it ([acl.Decision] EntryACL, EntryID).
 func WithHitRecorder(r HitRecorder) Option { return func(o *options) { o.hits = r } }
-
-// entryMatcher is the optional part of a Policy that names the entry a source matched
-// (*acl.Snapshot has it).
-type entryMatcher interface {
-	MatchedEntry(id acl.TrunkID, src netip.Addr) (aclUUID, entryID string, ok bool)
-}
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	c.Listen = cmp.Or(c.Listen, DefaultListen)
 	c.Realm = cmp.Or(c.Realm, DefaultRealm)
 	if len(c.DigestAlgorithms) == 0 {
-		c.DigestAlgorithms = []string{acl.DigestMD5, acl.DigestSHA256}
+		c.DigestAlgorithms = []string{acl.DigestMD5}
 	}
 	c.NonceTTL = cmp.Or(c.NonceTTL, DefaultNonceTTL)
 	c.UpstreamTimeout = cmp.Or(c.UpstreamTimeout, DefaultUpstreamTimeout)

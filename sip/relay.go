@@ -37,8 +37,8 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 		}
 	}()
 	raw := s.cfg.Upstream
-	if d.trunk != nil && d.trunk.Upstream != "" {
-		raw = d.trunk.Upstream
+	if d.Trunk != nil && d.Trunk.Upstream != "" {
+		raw = d.Trunk.Upstream
 	}
 	hop, err := s.ups.get(s.runCtx, raw)
 	if err != nil {

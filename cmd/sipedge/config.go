@@ -75,7 +75,7 @@ func defaultConfig() Config {
 		DataDir:            "./sipedge-data",
 		Upstream:           "sip:127.0.0.1:5080",
 		SIPDomain:          "sipedge.local",
-		DigestAlgorithms:   []string{acl.DigestMD5, acl.DigestSHA256},
+		DigestAlgorithms:   []string{acl.DigestMD5}, // one challenge: DESIGN §4.5
 		NonceTTL:           300 * time.Second,
 		ResyncInterval:     30 * time.Second,
 		DrainTimeout:       30 * time.Second,
@@ -114,7 +114,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.Upstream, "upstream", c.Upstream, "default upstream for allowed INVITEs (a trunk's upstream_uri overrides it)")
 	fs.StringVar(&c.SIPDomain, "sip-domain", c.SIPDomain, "domain under which trunks get their default trunk_domain <trunk_id>.<sip-domain>")
 	fs.StringVar(&c.SIPRealm, "sip-realm", c.SIPRealm, "digest realm of every challenge and stored HA1 (default: --sip-domain); changing it requires resetting passwords")
-	fs.StringVar(&algs, "digest-algorithms", algs, "challenge order, comma separated: MD5,SHA-256")
+	fs.StringVar(&algs, "digest-algorithms", algs, "default challenges, comma separated, most preferred first: MD5 (one challenge), or e.g. SHA-256,MD5")
 	fs.DurationVar(&c.NonceTTL, "nonce-ttl", c.NonceTTL, "lifetime of a digest nonce")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "backstop full reload interval of the data set")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM, how long in-flight calls may take to finish")
