@@ -91,6 +91,15 @@ type Config struct {
 	// challenge per algorithm, most preferred first, RFC 8760).
 	DigestAlgorithms []string
 
+	// IdentityHeaderPrefix names the headers the edge adds to an initial INVITE for the
+	// core: <prefix>Trunk, <prefix>Account, <prefix>Auth (ip or digest) and, for digest,
+	// <prefix>User. Every header a PBX sends with this prefix is removed. Default
+	// DefaultIdentityHeaderPrefix ("X-Sipedge-").
+	IdentityHeaderPrefix string
+	// StripHeaders are removed from initial INVITEs from PBXs (default
+	// DefaultStripHeaders: P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID).
+	StripHeaders []string
+
 	// NonceKey signs digest nonces and Record-Route tokens. At least 32 bytes; every node
 	// of a deployment must share it, so a nonce or a route issued by one node verifies on
 	// another. Never logged.
@@ -271,6 +280,10 @@ func WithHitRecorder(r HitRecorder) Option { return func(o *options) { o.hits = 
 func (c Config) withDefaults() Config {
 	c.Listen = cmp.Or(c.Listen, DefaultListen)
 	c.Realm = cmp.Or(c.Realm, DefaultRealm)
+	c.IdentityHeaderPrefix = cmp.Or(c.IdentityHeaderPrefix, DefaultIdentityHeaderPrefix)
+	if c.StripHeaders == nil {
+		c.StripHeaders = DefaultStripHeaders
+	}
 	if len(c.DigestAlgorithms) == 0 {
 		c.DigestAlgorithms = []string{acl.DigestMD5}
 	}

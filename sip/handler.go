@@ -200,7 +200,7 @@ func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
 		s.m.drop(dropAck)
 		return
 	}
-	fw := s.buildForward(req, src, rt.next, nil, rt.skip, rt.ruri)
+	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
 	if err := s.writeStateless(fw); err != nil {
 		s.m.drop(dropAck)
 		s.log.Debug().Err(err).Str("call_id", callIDOf(req)).Msg("forward ACK failed")
@@ -230,10 +230,10 @@ func (s *Server) onInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, sr
 		s.unavailable503(tx, req, src)
 		return
 	}
-	fw := s.buildForward(req, src, rt.next, nil, rt.skip, rt.ruri)
+	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
 	s.pending.Add(1)
 	defer s.pending.Add(-1)
-	s.relay(req, tx, src, fw, relayInfo{dialog: dialogKey(callIDOf(req), rt.fromTag)})
+	s.relay(req, tx, src, fw, relayInfo{dialog: rt.dialog, grant: rt.grant})
 }
 
 // --- one function per outcome -------------------------------------------------------

@@ -32,6 +32,10 @@ type Server struct {
 	rr     *routeSigner
 	ups    *upstreamCache
 	dlg    *dialogTable
+	// cancels matches CANCELs to the INVITEs being relayed by branch and source; hdrs
+	// is the trust boundary's header policy.
+	cancels *cancelTable
+	hdrs    headerPolicy
 	bans   *Bans
 	hits   HitRecorder  // nil: no hit counting
 	limit  *rateLimiter // unlisted sources; nil: off
@@ -99,6 +103,8 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		rr:          newRouteSigner(cfg.NonceKey),
 		ups:         newUpstreamCache(o.resolver),
 		dlg:         newDialogTable(),
+		cancels:     newCancelTable(),
+		hdrs:        newHeaderPolicy(cfg.IdentityHeaderPrefix, cfg.StripHeaders),
 		allowHdr:    sipmsg.NewHeader("Allow", allowedMethods),
 		retryAfter:  sipmsg.NewHeader("Retry-After", strconv.Itoa(int(cfg.RetryAfter/time.Second))),
 		retryAfter1: sipmsg.NewHeader("Retry-After", "1"),
@@ -519,7 +525,14 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 	if string(data[:8]) == "SIP/2.0 " {
 		return data, nil
 	}
-	switch s.admitSource(netAddrPort(p.RemoteAddr).Addr()) {
+	src := netAddrPort(p.RemoteAddr).Addr()
+	if branch, ok := rawCancelBranch(data); ok && s.cancels.foreign(branch, src) {
+		// A CANCEL for an INVITE another address sent: sipgo would match it by branch
+		// alone and end that call. CANCEL matches by branch and source.
+		s.m.drop(dropCancelSource)
+		return nil, nil
+	}
+	switch s.admitSource(src) {
 	case admitBanned:
 		s.m.bannedDrop()
 		return nil, nil
