@@ -36,13 +36,13 @@ type Server struct {
 	// is the trust boundary's header policy.
 	cancels *cancelTable
 	hdrs    headerPolicy
-	bans   *Bans
-	hits   HitRecorder  // nil: no hit counting
-	limit  *rateLimiter // unlisted sources; nil: off
-	limitL *rateLimiter // listed sources; nil: exempt
-	caps   *trunkCaps
-	upIPs  addrSet    // resolved upstream addresses: not rate-limited
-	authed *recentSet // sources that passed digest lately: the listed sources' rate budget
+	bans    *Bans
+	hits    HitRecorder  // nil: no hit counting
+	limit   *rateLimiter // unlisted sources; nil: off
+	limitL  *rateLimiter // listed sources; nil: exempt
+	caps    *trunkCaps
+	upIPs   addrSet    // resolved upstream addresses: not rate-limited
+	authed  *recentSet // sources that passed digest lately: the listed sources' rate budget
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
