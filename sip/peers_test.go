@@ -331,8 +331,8 @@ type uas struct {
 	*peer
 	invites, reinvites, acks, byes, cancels atomic.Int32
 	lastRe                                  *sipmsg.Request // the last re-INVITE (under mu)
-	ring                                    atomic.Int64 // ns before answering 200
-	silent                                  atomic.Bool  // never answer
+	ring                                    atomic.Int64    // ns before answering 200
+	silent                                  atomic.Bool     // never answer
 	mu                                      sync.Mutex
 	seen                                    []*sipmsg.Request // initial INVITEs as received
 	lastBye                                 atomic.Pointer[sipmsg.Request]
