@@ -245,6 +245,9 @@ type options struct {
 	bans     BanStore
 	nodes    func() int
 	hits     HitRecorder
+	// replay is the cluster-wide digest replay guard; replayErr counts its failures.
+	replay    ReplayGuard
+	replayErr func(error)
 }
 
 // WithSIPLogger routes sipgo's own logging (transport and transaction layers) to l, like
@@ -259,6 +262,13 @@ func WithResolver(r *net.Resolver) Option { return func(o *options) { o.resolver
 // keeps its own ban table, consults bs in the background and re-reads its bans every
 // [Config.BanRefresh]. Without it bans are local to the node.
 func WithBanStore(bs BanStore) Option { return func(o *options) { o.bans = bs } }
+
+// WithReplayGuard makes digest nonce-counts single-use across the cluster (the Redis
+// implementation is store.(*Store).ReplayGuard); onErr (may be nil) is told of each
+// failure, after which the node's own replay cache alone decides.
+func WithReplayGuard(g ReplayGuard, onErr func(error)) Option {
+	return func(o *options) { o.replay, o.replayErr = g, onErr }
+}
 
 // WithNodeCount reports how many edge nodes share the load (Redis mode); each enforces
 // a trunk's max_cps and max_concurrent divided by it (rounded up), so the cluster-wide

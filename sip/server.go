@@ -127,6 +127,14 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	}
 	s.m = m
 	s.bans = newBans(cfg, o.bans, s.listed, m, s.sec)
+	if o.replay != nil {
+		s.auth.guard, s.auth.guardErr = o.replay, func(err error) {
+			m.drop(dropReplayGuard)
+			if o.replayErr != nil {
+				o.replayErr(err)
+			}
+		}
+	}
 
 	// sipgo globals (see notes: trap 17 UDP MTU guard, 32 KiB read buffer, trap B timers).
 	if need := cfg.MaxMessageBytes + 1200; sipmsg.UDPMTUSize < need {
