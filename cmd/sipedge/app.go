@@ -95,6 +95,8 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		NonceKey:                nonceKey,
 		NonceTTL:                cfg.NonceTTL,
 		UserAgent:               cfg.UserAgent,
+		IdentityHeaderPrefix:    cfg.IdentityHeaderPrefix,
+		StripHeaders:            splitList(cfg.StripHeaders),
 		TransactionLinger:       cfg.TransactionLinger,
 		UDPReaders:              cfg.UDPReaders,
 		NodeName:                cfg.NodeID,
