@@ -159,7 +159,9 @@ func ctlGroups() []*group {
 			{name: "list", summary: "list the credentials", auth: authModeAccount, run: credentialList},
 			{name: "get", args: []string{"ID"}, summary: "show one credential (never its password)", auth: authModeAccount, run: credentialGet},
 			{name: "create", summary: "create a credential; the password is read from stdin", required: []string{"name", "username", "password-stdin"}, auth: authModeAccount,
-				details: "The password is the first line of standard input: printf '%s\\n' \"$PW\" | sipedge ctl credential create …\nThere is no password flag: flags end up in shell history and process lists.",
+				details: "The password is the first line of standard input, e.g.\n" +
+					"  printf '%s\\n' \"$PW\" | sipedge ctl credential create --name N --username U --password-stdin\n" +
+					"There is no password flag: flags end up in shell history and process lists.",
 				flags: func(fs *flag.FlagSet, o *cmdOpts) {
 					nameFlag(fs, o, "the credential's `NAME`")
 					fs.StringVar(&o.username, "username", "", "the digest `USER` name (unique across all accounts)")
@@ -783,9 +785,11 @@ type explainObject struct {
 	SnapshotVersion    uint64   `json:"snapshot_version"`
 }
 
-// explainCatchUp is how long explain waits for this node's snapshot to catch up with a
-// write made just before (`trunk create` then `explain`): the API answers verdict "none"
-// for a trunk its snapshot does not hold yet.
+// explainCatchUp is how long explain waits for the node's snapshot to catch up with a
+// write made just before (`trunk create` or `entry disable`, then `explain`): the API
+// explains from the snapshot the node's SIP path serves, which applies writes a moment
+// later (verdict "none" for a trunk it does not hold yet). While the answer's
+// snapshot_version is older than the data set's version, explain asks again.
 const explainCatchUp = 5 * time.Second
 
 func explainRun(ctx context.Context, e *ctlEnv, o *cmdOpts, _ []string) error {
@@ -804,7 +808,7 @@ func explainRun(ctx context.Context, e *ctlEnv, o *cmdOpts, _ []string) error {
 		if err := json.Unmarshal(res.body, &x); err != nil {
 			return fmt.Errorf("explain: unexpected answer: %v", err)
 		}
-		if x.Verdict == "none" && time.Now().Before(deadline) && e.behind(ctx, x.SnapshotVersion) {
+		if time.Now().Before(deadline) && e.behind(ctx, x.SnapshotVersion) {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
