@@ -123,3 +123,45 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAPIOperationIDs: every operation has a unique camelCase operationId (generated
+// SDKs name their methods after it) and a description. scripts/spectral.sh lints the rest.
+func TestOpenAPIOperationIDs(t *testing.T) {
+	var doc struct {
+		Info  struct{ Contact map[string]string }   `json:"info"`
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+		t.Fatal(err)
+	}
+	camel := regexp.MustCompile(`^[a-z][a-zA-Z0-9]+$`)
+	seen := map[string]string{}
+	for path, ops := range doc.Paths {
+		for method, raw := range ops {
+			if method == "parameters" {
+				continue
+			}
+			var op struct {
+				OperationID string `json:"operationId"`
+				Description string `json:"description"`
+			}
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+			where := strings.ToUpper(method) + " " + path
+			if !camel.MatchString(op.OperationID) {
+				t.Errorf("%s: operationId %q, want camelCase", where, op.OperationID)
+			}
+			if prev, dup := seen[op.OperationID]; dup {
+				t.Errorf("%s: operationId %q also names %s", where, op.OperationID, prev)
+			}
+			seen[op.OperationID] = where
+			if strings.TrimSpace(op.Description) == "" {
+				t.Errorf("%s: no description", where)
+			}
+		}
+	}
+	if len(doc.Info.Contact) == 0 {
+		t.Error("info.contact is missing")
+	}
+}

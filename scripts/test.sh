@@ -37,6 +37,7 @@ log "go vet"
 go vet ./...
 log "staticcheck"
 "$STATICCHECK" ./...
+log "spectral (OpenAPI lint)"; bash scripts/spectral.sh
 
 export SIPEDGE_TEST_SIPP=1
 
