@@ -324,7 +324,7 @@ func entryOf(b acl.Ban) banEntry {
 type Bans struct {
 	table   *banTable
 	shared  BanStore
-	listed  func(netip.Addr) bool // sources never banned
+	exempt  func(netip.Addr) bool // sources never banned: the upstreams
 	timeout time.Duration
 	refresh time.Duration
 	window  time.Duration
@@ -347,11 +347,11 @@ type banEvent struct {
 
 const banEventQueue = 4096
 
-func newBans(cfg Config, shared BanStore, listed func(netip.Addr) bool, m *metrics, log zerolog.Logger) *Bans {
+func newBans(cfg Config, shared BanStore, exempt func(netip.Addr) bool, m *metrics, log zerolog.Logger) *Bans {
 	b := &Bans{
 		table:   newBanTable(max(cfg.BanThreshold, 1), cfg.BanWindow, cfg.BanTTL, cfg.MaxBans, cfg.NodeName),
 		shared:  shared,
-		listed:  listed,
+		exempt:  exempt,
 		timeout: cfg.BanStoreTimeout,
 		refresh: cfg.BanRefresh,
 		window:  cfg.BanWindow,
@@ -375,10 +375,11 @@ func (b *Bans) Banned(ip netip.Addr) bool {
 	return b.table.banned(sourceKey(ip), b.now().UnixNano())
 }
 
-// failure records one failure of ip. Listed sources are never counted. It never blocks:
-// the shared store is told in the background (or not at all when its queue is full).
+// failure records one failure of ip. Listed sources are counted too (their ban holds for
+// the trunks that do not list them); upstreams never are. It never blocks: the shared
+// store is told in the background (or not at all when its queue is full).
 func (b *Bans) failure(ip netip.Addr, reason string) {
-	if b.off || b.listed(ip) {
+	if b.off || b.exempt(ip) {
 		return
 	}
 	k := sourceKey(ip)
@@ -530,7 +531,7 @@ func (b *Bans) sync(ctx context.Context) {
 	}
 	m := make(map[netip.Addr]banEntry, len(list))
 	for _, x := range list {
-		if k, ok := parseSourceKey(x.IP); ok && !b.listed(k) {
+		if k, ok := parseSourceKey(x.IP); ok && !b.exempt(k) {
 			m[k] = entryOf(x)
 		}
 	}

@@ -88,23 +88,26 @@ func TestBruteForceIsBanned(t *testing.T) {
 	}
 }
 
-func TestListedSourceNeverBanned(t *testing.T) {
+// TestListedSourceBannedOnlyElsewhere: a source an ACL lists is exempt from bans only for
+// the trunks that list it (DESIGN §4a). Its wrong passwords against another trunk are
+// counted and ban it there, while its own trunk still takes its calls.
+func TestListedSourceBannedOnlyElsewhere(t *testing.T) {
 	edge, _, _ := newDefenceRig(t, nil)
 	pbx := newRawUDP(t, "127.0.0.2", edge.Addr())
-	for i := range 2 * DefaultBanThreshold {
+	for i := range DefaultBanThreshold {
 		// t4 has a credential and no ACL: the listed PBX must authenticate there.
 		if code := pbx.invite("sip:100@t4.example.org", testUser, "wrong"); code != 407 {
 			t.Fatalf("wrong password #%d from the listed PBX answered %d", i+1, code)
 		}
-		if code := pbx.invite("sip:100@t2.example.org", "", ""); code != 403 { // disabled trunk
-			t.Fatalf("INVITE to a disabled trunk answered %d", code)
-		}
 	}
-	if edge.Bans().Banned(aa("127.0.0.2")) {
-		t.Fatal("listed source banned")
+	if !edge.Bans().Banned(aa("127.0.0.2")) {
+		t.Fatal("wrong passwords from a listed source against a trunk that does not list it: not banned")
+	}
+	if code := pbx.invite("sip:100@t4.example.org", "", ""); code != 0 {
+		t.Fatalf("banned source's INVITE to a trunk that does not list it answered %d, want silence", code)
 	}
 	if code := pbx.invite(edgeURI(edge), "", ""); code != 200 {
-		t.Fatalf("listed PBX's call answered %d after its failures", code)
+		t.Fatalf("listed PBX's call on its own trunk answered %d after its ban elsewhere", code)
 	}
 }
 
@@ -122,20 +125,33 @@ func TestPlainChallengesAreNoFailures(t *testing.T) {
 	}
 }
 
-func TestUnknownTrunkIsBanned(t *testing.T) {
-	edge, _, reg := newDefenceRig(t, nil)
+// TestOnlyAnswersToOurNoncesCount: INVITEs that answer no nonce this edge issued to the
+// source (none at all, a trunk without credential, a broken Proxy-Authorization) are what
+// spoofed UDP datagrams look like: they ban nobody (DESIGN §4a). The same source's wrong
+// answers to our nonces do.
+func TestOnlyAnswersToOurNoncesCount(t *testing.T) {
+	edge, _, reg := newDefenceRig(t, func(c *Config) { c.RateLimitRequests = 1000 }) // bans, not the rate limit
 	atk := newRawUDP(t, "127.0.0.6", edge.Addr())
-	for i := range DefaultBanThreshold {
-		// t3 accepts nothing: no ACL for this source, no credential.
+	for i := range 2 * DefaultBanThreshold {
 		if code := atk.invite("sip:100@t3.example.org", "", ""); code != 403 {
 			t.Fatalf("INVITE #%d to a trunk without credential answered %d", i+1, code)
 		}
+		raw := rawRequest("INVITE", "sip:100@t1.example.org", `Proxy-Authorization: Digest username="x`)
+		if res := atk.request(raw, 2*time.Second); res == nil || res.StatusCode != 400 {
+			t.Fatalf("INVITE #%d with a broken Proxy-Authorization answered %v", i+1, res)
+		}
 	}
-	if code := atk.invite("sip:100@t3.example.org", "", ""); code != 0 {
-		t.Fatalf("banned scanner answered %d", code)
+	if edge.Bans().Banned(aa("127.0.0.6")) {
+		t.Fatal("failures that answer no nonce of ours banned the source")
 	}
-	if v := metricValue(t, reg, "sipedge_sip_bans_total", map[string]string{"reason": BanReasonUnknownTrunk}); v != 1 {
-		t.Fatalf("sipedge_sip_bans_total{reason=unknown_trunk} = %v", v)
+	for range DefaultBanThreshold {
+		atk.invite("sip:100@t1.example.org", testUser, "wrong")
+	}
+	if !edge.Bans().Banned(aa("127.0.0.6")) {
+		t.Fatal("wrong answers to our nonces did not ban the source")
+	}
+	if v := metricValue(t, reg, "sipedge_sip_bans_total", map[string]string{"reason": BanReasonDigest}); v != 1 {
+		t.Fatalf("sipedge_sip_bans_total{reason=digest} = %v", v)
 	}
 }
 
@@ -286,5 +302,23 @@ func TestSharedBansAcrossNodes(t *testing.T) {
 	bans, err := a.Bans().List(context.Background())
 	if err != nil || len(bans) != 1 || bans[0].IP != "127.0.0.7" || bans[0].Failures != 5 {
 		t.Fatalf("List = %+v, %v", bans, err)
+	}
+}
+
+// TestUpstreamNeverBanned: spoofed INVITEs "from" the core with a broken
+// Proxy-Authorization, and wrong passwords from its address, never ban it: its OPTIONS
+// (and so its BYEs towards PBXs) still get through.
+func TestUpstreamNeverBanned(t *testing.T) {
+	edge, up, _ := newDefenceRig(t, nil)
+	core := newRawUDP(t, up.addr.Addr().String(), edge.Addr())
+	for range 2 * DefaultBanThreshold {
+		core.request(rawRequest("INVITE", "sip:100@t1.example.org", `Proxy-Authorization: Digest username="x`), time.Second)
+		core.invite("sip:100@t4.example.org", testUser, "wrong")
+	}
+	if edge.Bans().Banned(up.addr.Addr()) {
+		t.Fatal("the upstream's address was banned")
+	}
+	if code := core.options(); code != 200 {
+		t.Fatalf("OPTIONS from the upstream's address answered %d after the failures", code)
 	}
 }

@@ -98,6 +98,16 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 	default:
 		start := time.Now()
 		d = s.decide(s.policy(), src, req)
+		if d.Verdict != acl.VerdictAllowIP && s.bans.Banned(src.Addr()) && !s.isUpstream(src.Addr()) {
+			// A listed source got here past its ban: the ban holds for every trunk that
+			// does not list it (DESIGN §4a).
+			s.m.bannedDrop()
+			s.m.invite(d.trunkID(), acl.VerdictBanned, tp)
+			if s.cfg.BanAction == BanAction403 {
+				s.reject403(tx, req, src)
+			}
+			return
+		}
 		s.m.decisionSeconds(time.Since(start).Seconds())
 		s.m.digestResult(d.Digest)
 		if reason := failureReason(&d); reason != "" {
@@ -155,14 +165,19 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 	}
 }
 
-// failureReason says whether a decision counts towards banning its source, and as what:
-// wrong digest answers and unknown users (indistinguishable by design), broken
-// Proxy-Authorization, and INVITEs to a trunk the source may not use. A plain first 407
-// (no credentials yet), a stale nonce or a replayed one do not count: honest UAs cause
-// those.
+// failureReason says whether a decision counts towards banning its source, and as what.
+// Only a failure that answers a nonce this edge issued to that very source counts
+// (DESIGN §4a): its digest result proves the nonce verified for the source address, so
+// spoofed UDP datagrams ban nobody. That is a wrong answer or an unknown user
+// (indistinguishable by design), and a right answer for a trunk the source may not use
+// (disabled, or a credential that takes no one trunk's calls). A plain first 407, a
+// broken or foreign Proxy-Authorization, a stale or replayed nonce do not count.
 func failureReason(d *decision) string {
+	nonceOurs := d.Digest == digestFailed || d.Digest == digestOK || d.Digest == digestStale
 	switch {
-	case d.Verdict == acl.VerdictAuthFailed, d.Digest == digestMalformed:
+	case !nonceOurs:
+		return ""
+	case d.Verdict == acl.VerdictAuthFailed:
 		return BanReasonDigest
 	case d.Verdict == acl.VerdictNoCredential, d.Verdict == acl.VerdictTrunkDisabled:
 		return BanReasonUnknownTrunk

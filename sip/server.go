@@ -41,7 +41,11 @@ type Server struct {
 	limit   *rateLimiter // unlisted sources; nil: off
 	limitL  *rateLimiter // listed sources; nil: exempt
 	caps    *trunkCaps
-	upIPs   addrSet    // resolved upstream addresses: not rate-limited
+	// coreIPs holds the default upstream's addresses, upIPs the trunks' upstreams': never
+	// banned, never rate-limited. Tenant data fills upIPs only, so no number of trunk
+	// upstreams can evict the core (coreIPs is never reset).
+	coreIPs addrSet
+	upIPs   addrSet
 	authed  *recentSet // sources that passed digest lately: the listed sources' rate budget
 
 	ua  *sipgo.UserAgent
@@ -115,7 +119,13 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		hits:        o.hits,
 		authed:      newRecentSet(cfg.BanTTL, cfg.MaxRateSources),
 	}
-	s.ups.onResolve = s.upIPs.add
+	s.ups.onResolve = func(raw string, ip netip.Addr) {
+		if raw == cfg.Upstream {
+			s.coreIPs.add(ip)
+		} else {
+			s.upIPs.add(ip)
+		}
+	}
 	s.sec = s.log.Sample(&zerolog.BurstSampler{Burst: 100, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 100}})
 	if cfg.UserAgent != "-" {
 		s.serverHdr = sipmsg.NewHeader("Server", cfg.UserAgent)
@@ -126,7 +136,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("sip: register metrics: %w", err)
 	}
 	s.m = m
-	s.bans = newBans(cfg, o.bans, s.listed, m, s.sec)
+	s.bans = newBans(cfg, o.bans, s.isUpstream, m, s.sec)
 	if o.replay != nil {
 		s.auth.guard, s.auth.guardErr = o.replay, func(err error) {
 			m.drop(dropReplayGuard)
@@ -234,6 +244,13 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.runCtx = ctx
+	// Learn the core's addresses now, so it is exempt from bans and rate limits before
+	// its first call (a name that does not resolve yet is learnt on first use).
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := s.ups.get(rctx, s.cfg.Upstream); err != nil && s.cfg.Upstream != "" {
+		s.log.Warn().Err(err).Str("upstream", s.cfg.Upstream).Msg("default upstream does not resolve yet")
+	}
+	rcancel()
 	s.dialCtx = allowDial(ctx)
 
 	pendingServe := s.cfg.UDPReaders + 1
@@ -576,6 +593,9 @@ func (s *Server) admitSource(src netip.Addr) admission {
 		return admitOK // the handler drops an unparsable source
 	}
 	src = src.Unmap()
+	if s.isUpstream(src) {
+		return admitOK // never banned, never limited
+	}
 	if s.listed(src) {
 		if s.limitL.allow(sourceKey(src)) {
 			return admitOK
@@ -591,10 +611,16 @@ func (s *Server) admitSource(src netip.Addr) admission {
 		}
 		return admitLimited
 	}
-	if s.upIPs.has(src) || s.limit.allow(sourceKey(src)) {
+	if s.limit.allow(sourceKey(src)) {
 		return admitOK
 	}
 	return admitLimited
+}
+
+// isUpstream reports whether src is an address of the default upstream or of a trunk's.
+func (s *Server) isUpstream(src netip.Addr) bool {
+	src = src.Unmap()
+	return s.coreIPs.has(src) || s.upIPs.has(src)
 }
 
 // listed reports whether src is a known PBX (inside an enabled entry of any ACL some
@@ -604,10 +630,11 @@ func (s *Server) listed(src netip.Addr) bool {
 	return !isNilPolicy(pol) && pol.Listed(src)
 }
 
-// banned reports whether requests from src are refused as banned (listed sources never
-// are, even when a ban predates their listing).
+// banned reports whether requests from src are refused as banned before they are judged:
+// upstreams never are; a listed source is judged first, since its ban holds only for the
+// trunks that do not list it (see onInvite).
 func (s *Server) banned(src netip.Addr) bool {
-	return s.bans.Banned(src) && !s.listed(src)
+	return s.bans.Banned(src) && !s.listed(src) && !s.isUpstream(src)
 }
 
 // netAddrPort converts a *net.UDPAddr or *net.TCPAddr without allocating; anything else

@@ -61,9 +61,10 @@ type upstreamCache struct {
 	resolver *net.Resolver
 	ttl      time.Duration
 	timeout  time.Duration
-	// onResolve, when set, learns every address an upstream resolves to (the edge does
-	// not rate-limit requests from its upstreams). Set before use.
-	onResolve func(netip.Addr)
+	// onResolve, when set, learns every address an upstream resolves to, with the
+	// upstream URI it came from (the edge never bans or rate-limits its upstreams). Set
+	// before use.
+	onResolve func(raw string, ip netip.Addr)
 
 	mu sync.RWMutex
 	m  map[string]*upstreamEntry
@@ -130,11 +131,11 @@ func (c *upstreamCache) get(ctx context.Context, raw string) (upstreamHop, error
 		}
 		c.mu.Unlock()
 	}
-	f, err := c.resolve(ctx, e)
+	f, err := c.resolve(ctx, raw, e)
 	return upstreamHop{e.spec, f}, err
 }
 
-func (c *upstreamCache) resolve(ctx context.Context, e *upstreamEntry) (flow, error) {
+func (c *upstreamCache) resolve(ctx context.Context, raw string, e *upstreamEntry) (flow, error) {
 	e.refresh.Lock()
 	defer e.refresh.Unlock()
 	if e.spec.host == "" {
@@ -147,7 +148,7 @@ func (c *upstreamCache) resolve(ctx context.Context, e *upstreamEntry) (flow, er
 	if ip, err := netip.ParseAddr(e.spec.host); err == nil {
 		r := &resolvedFlow{flow: flow{tp: e.spec.tp, addr: netip.AddrPortFrom(ip.Unmap(), uint16(e.spec.port))}}
 		e.cur.Store(r)
-		c.learn(r.flow)
+		c.learn(raw, r.flow)
 		return r.flow, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -172,12 +173,12 @@ func (c *upstreamCache) resolve(ctx context.Context, e *upstreamEntry) (flow, er
 	}
 	r := &resolvedFlow{flow: flow{tp: e.spec.tp, addr: netip.AddrPortFrom(pick.Unmap(), uint16(e.spec.port))}, expires: time.Now().Add(c.ttl)}
 	e.cur.Store(r)
-	c.learn(r.flow)
+	c.learn(raw, r.flow)
 	return r.flow, nil
 }
 
-func (c *upstreamCache) learn(f flow) {
+func (c *upstreamCache) learn(raw string, f flow) {
 	if c.onResolve != nil {
-		c.onResolve(f.addr.Addr())
+		c.onResolve(raw, f.addr.Addr())
 	}
 }

@@ -141,7 +141,7 @@ func TestUpstreamCacheResolves(t *testing.T) {
 	c := newUpstreamCache(dns.resolver())
 	c.ttl = 200 * time.Millisecond
 	var learned []netip.Addr
-	c.onResolve = func(a netip.Addr) { learned = append(learned, a) }
+	c.onResolve = func(_ string, a netip.Addr) { learned = append(learned, a) }
 	ctx := context.Background()
 	const raw = "sip:carrier.test:5080;transport=tcp"
 
