@@ -18,17 +18,20 @@ import (
 const (
 	capCPS        = "cps"
 	capConcurrent = "concurrent"
+	capPending    = "pending" // the trunk's or account's share of pending INVITEs
 )
 
 // trunkCaps tracks the caps of every trunk that has any. Safe for concurrent use.
 type trunkCaps struct {
 	m     sync.Map // acl.TrunkID → *trunkCap
+	acc   sync.Map // account → *atomic.Int64: INVITEs being set up
 	nodes func() int
 	now   func() int64
 }
 
 type trunkCap struct {
-	active atomic.Int64 // calls holding a slot
+	active  atomic.Int64 // calls holding a slot
+	pending atomic.Int64 // INVITEs being set up (relayed, no final answer yet)
 	mu     sync.Mutex
 	tat    int64 // GCRA theoretical arrival time of the CPS bucket (unix ns)
 }
@@ -90,6 +93,43 @@ func (c *trunkCaps) admit(t *acl.TrunkPolicy) (*capSlot, string) {
 		return nil, capCPS
 	}
 	return slot, ""
+}
+
+// pendingAdmit takes one of trunk t's and its account's shares of pending INVITEs, or
+// reports false (and takes nothing) when either is used up. A true answer must be
+// paired with pendingDone.
+func (c *trunkCaps) pendingAdmit(t *acl.TrunkPolicy, perTrunk, perAccount int) bool {
+	if t == nil {
+		return true
+	}
+	tc := c.get(t.ID)
+	if tc.pending.Add(1) > int64(perTrunk) {
+		tc.pending.Add(-1)
+		return false
+	}
+	a := c.account(t.Account)
+	if a.Add(1) > int64(perAccount) {
+		a.Add(-1)
+		tc.pending.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (c *trunkCaps) pendingDone(t *acl.TrunkPolicy) {
+	if t == nil {
+		return
+	}
+	c.get(t.ID).pending.Add(-1)
+	c.account(t.Account).Add(-1)
+}
+
+func (c *trunkCaps) account(id string) *atomic.Int64 {
+	if v, ok := c.acc.Load(id); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := c.acc.LoadOrStore(id, new(atomic.Int64))
+	return v.(*atomic.Int64)
 }
 
 // takeCall spends one call of a budget of cps per second (GCRA, bursts up to cps).

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -135,5 +136,60 @@ func TestCapConcurrentAnswered503(t *testing.T) {
 	res := other.request(rawRequest("INVITE", edgeURI(edge)), 2*time.Second)
 	if res == nil || res.StatusCode != 503 || len(headerValues(res, "Retry-After")) != 1 {
 		t.Fatalf("over max_concurrent with ConcurrentCapCode 503: %v", res)
+	}
+}
+
+// TestPendingSharePerTrunk: a trunk whose upstream never answers holds at most its share
+// of pending INVITEs; the next INVITE for it gets 503 at once, and the share comes back
+// when the pending ones end (DESIGN §4a: one trunk cannot starve the node).
+func TestPendingSharePerTrunk(t *testing.T) {
+	edge, u, reg := newDefenceRig(t, func(c *Config) {
+		c.MaxPendingPerTrunk = 2
+		c.UpstreamTimeout = 1500 * time.Millisecond
+	})
+	u.silent.Store(true)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newRawUDP(t, "127.0.0.2", edge.Addr())
+			if res := c.request(rawRequest("INVITE", "sip:100@t1.example.org"), 3*time.Second); res == nil || res.StatusCode != 408 {
+				t.Errorf("pending INVITE %d: %v, want 408 from the silent upstream", i, res)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	c := newRawUDP(t, "127.0.0.2", edge.Addr())
+	if res := c.request(rawRequest("INVITE", "sip:100@t1.example.org"), time.Second); res == nil || res.StatusCode != 503 {
+		t.Fatalf("INVITE beyond the trunk's share: %v, want 503", res)
+	}
+	if v := metricValue(t, reg, "sipedge_sip_cap_rejections_total", map[string]string{"kind": capPending}); v != 1 {
+		t.Errorf("sipedge_sip_cap_rejections_total{kind=pending} = %v", v)
+	}
+	wg.Wait()
+	u.silent.Store(false)
+	if res := c.request(rawRequest("INVITE", "sip:100@t1.example.org"), 3*time.Second); res == nil || res.StatusCode != 200 {
+		t.Fatalf("INVITE once the share is back: %v, want 200", res)
+	}
+}
+
+func TestPendingShareAccount(t *testing.T) {
+	c := newTrunkCaps(nil)
+	a1 := &acl.TrunkPolicy{ID: "a1", Account: "A"}
+	a2 := &acl.TrunkPolicy{ID: "a2", Account: "A"}
+	b1 := &acl.TrunkPolicy{ID: "b1", Account: "B"}
+	if !c.pendingAdmit(a1, 2, 3) || !c.pendingAdmit(a1, 2, 3) || c.pendingAdmit(a1, 2, 3) {
+		t.Fatal("trunk share of 2 not enforced")
+	}
+	if !c.pendingAdmit(a2, 2, 3) || c.pendingAdmit(a2, 2, 3) {
+		t.Fatal("account share of 3 not enforced across its trunks")
+	}
+	if !c.pendingAdmit(b1, 2, 3) {
+		t.Fatal("another account starved by A")
+	}
+	c.pendingDone(a1)
+	if !c.pendingAdmit(a2, 2, 3) {
+		t.Fatal("a finished INVITE did not give its share back")
 	}
 }

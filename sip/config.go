@@ -129,6 +129,13 @@ type Config struct {
 	// MaxPendingTransactions caps requests being relayed at once; beyond it new INVITEs
 	// get 503 + Retry-After. Default 10000.
 	MaxPendingTransactions int
+	// MaxPendingPerTrunk and MaxPendingPerAccount are each trunk's and each account's
+	// share of MaxPendingTransactions (INVITEs being set up), so one trunk whose upstream
+	// answers 180 and goes silent cannot starve every other tenant (DESIGN §4a). Beyond
+	// it that trunk's INVITEs get 503 + Retry-After. Defaults: a tenth and a quarter of
+	// MaxPendingTransactions.
+	MaxPendingPerTrunk   int
+	MaxPendingPerAccount int
 
 	// UserAgent is the Server header of responses the edge generates. Default "sipedge",
 	// never a version. "-" sends no Server header.
@@ -303,6 +310,8 @@ func (c Config) withDefaults() Config {
 	c.UpstreamConnectTimeout = cmp.Or(c.UpstreamConnectTimeout, DefaultUpstreamConnectTimeout)
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.MaxPendingTransactions = cmp.Or(c.MaxPendingTransactions, DefaultMaxPending)
+	c.MaxPendingPerTrunk = cmp.Or(c.MaxPendingPerTrunk, max(c.MaxPendingTransactions/10, 1))
+	c.MaxPendingPerAccount = cmp.Or(c.MaxPendingPerAccount, max(c.MaxPendingTransactions/4, 1))
 	c.UserAgent = cmp.Or(c.UserAgent, DefaultUserAgent)
 	c.UDPReadBuffer = cmp.Or(c.UDPReadBuffer, DefaultUDPReadBuffer)
 	c.UDPReaders = cmp.Or(c.UDPReaders, 1)

@@ -107,7 +107,7 @@ func newMetrics(reg prometheus.Registerer, activeDialogs, bannedSources func() f
 		}, []string{"reason"}),
 		caps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_sip_cap_rejections_total",
-			Help: "INVITEs refused by a trunk's call caps, by kind (cps, concurrent).",
+			Help: "INVITEs refused by a trunk's call caps or its share of pending INVITEs, by kind (cps, concurrent, pending).",
 		}, []string{"kind"}),
 		proxy: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipedge_sip_proxy_protocol_total",

@@ -62,6 +62,13 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 	rrs = append(rrs, s.adv.recordRoute(tok, pbx.tp))
 	fw := s.buildForward(req, src, hop.flow, forwardOpts{rrs: rrs, dropRoutes: true, ruri: &hop.spec, initial: d})
 
+	if !s.caps.pendingAdmit(d.Trunk, s.cfg.MaxPendingPerTrunk, s.cfg.MaxPendingPerAccount) {
+		s.m.capRejected(capPending)
+		s.m.drop(dropOverload)
+		s.unavailable503(tx, req, src)
+		return
+	}
+	defer s.caps.pendingDone(d.Trunk)
 	s.invites.Add(1)
 	defer s.invites.Add(-1)
 	s.pending.Add(1)
