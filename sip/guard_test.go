@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -450,5 +451,25 @@ func TestRecentSetBounded(t *testing.T) {
 	}
 	if r.has(old) {
 		t.Fatal("an expired source counts as recent")
+	}
+}
+
+// TestStrayResponsesDroppedBeforeParsing: responses from an address that is neither an
+// upstream nor one the edge sent a request to are dropped by the read filter (counted),
+// so a spray of them neither reaches sipgo's parser nor grows its per-source pool.
+func TestStrayResponsesDroppedBeforeParsing(t *testing.T) {
+	edge, _, reg := newDefenceRig(t, nil)
+	before := metricValue(t, reg, "sipedge_sip_dropped_total", map[string]string{"reason": dropStrayResponse})
+	for i := range 20 {
+		c := newRawUDP(t, fmt.Sprintf("127.0.1.%d", i+1), edge.Addr())
+		c.send([]byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP " + edge.Addr().String() + ";branch=z9hG4bKstray\r\n" +
+			"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: stray\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for metricValue(t, reg, "sipedge_sip_dropped_total", map[string]string{"reason": dropStrayResponse})-before < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stray responses dropped: %v of 20", metricValue(t, reg, "sipedge_sip_dropped_total", map[string]string{"reason": dropStrayResponse})-before)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

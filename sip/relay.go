@@ -231,6 +231,7 @@ func stampVia(v *sipmsg.ViaHeader, src netip.AddrPort) *sipmsg.ViaHeader {
 func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, fw *sipmsg.Request, info relayInfo) {
 	inTp := req.Transport()
 	dialCtx, cancelDial := s.sendContext(fw, s.cfg.UpstreamConnectTimeout)
+	s.expectAnswer(fw)
 	clTx, err := s.cl.TransactionRequest(dialCtx, fw, noBuild)
 	cancelDial()
 	if err != nil {
@@ -470,6 +471,14 @@ func (s *Server) hangUpUpstream(fw *sipmsg.Request, res *sipmsg.Response) {
 	s.background(build(sipmsg.BYE, seq+1))
 }
 
+// expectAnswer lets responses from r's destination through the read filter for a
+// transaction's lifetime (upstreams always pass).
+func (s *Server) expectAnswer(r *sipmsg.Request) {
+	if ap, err := netip.ParseAddrPort(r.Destination()); err == nil && !s.isUpstream(ap.Addr()) {
+		s.asked.add(sourceKey(ap.Addr().Unmap()))
+	}
+}
+
 // writeStateless sends r outside any transaction (ACK for a 2xx), opening a TCP
 // connection if needed under the dial guard's permission.
 func (s *Server) writeStateless(r *sipmsg.Request) error {
@@ -491,6 +500,7 @@ func (s *Server) background(r *sipmsg.Request) {
 		defer s.active.Add(-1)
 		ctx, cancel := context.WithTimeout(allowDial(s.runCtx), s.cfg.UpstreamTimeout)
 		defer cancel()
+		s.expectAnswer(r)
 		t, err := s.cl.TransactionRequest(ctx, r, noBuild)
 		if err != nil {
 			s.log.Debug().Err(err).Str("method", string(r.Method)).Msg("edge request failed")

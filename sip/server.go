@@ -47,6 +47,9 @@ type Server struct {
 	coreIPs addrSet
 	upIPs   addrSet
 	authed  *recentSet // sources that passed digest lately: the listed sources' rate budget
+	// asked holds the addresses the edge sent requests to (other than its upstreams)
+	// within a transaction's lifetime: the only sources whose responses are parsed.
+	asked *recentSet
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -118,6 +121,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		caps:        newTrunkCaps(o.nodes),
 		hits:        o.hits,
 		authed:      newRecentSet(cfg.BanTTL, cfg.MaxRateSources),
+		asked:       newRecentSet(cfg.InviteTimeout+64*sipmsg.T1, cfg.MaxRateSources),
 	}
 	s.ups.onResolve = func(raw string, ip netip.Addr) {
 		if raw == cfg.Upstream {
@@ -547,10 +551,17 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 		}
 		return nil, nil
 	}
+	src := netAddrPort(p.RemoteAddr).Addr()
 	if string(data[:8]) == "SIP/2.0 " {
+		// A response is parsed only from an upstream or from an address the edge sent a
+		// request to lately: stray responses from anywhere else are dropped before
+		// parsing (and before sipgo pools their source).
+		if !s.isUpstream(src) && !s.asked.has(sourceKey(src.Unmap())) {
+			s.m.drop(dropStrayResponse)
+			return nil, nil
+		}
 		return data, nil
 	}
-	src := netAddrPort(p.RemoteAddr).Addr()
 	if branch, ok := rawCancelBranch(data); ok && s.cancels.foreign(branch, src) {
 		// A CANCEL for an INVITE another address sent: sipgo would match it by branch
 		// alone and end that call. CANCEL matches by branch and source.
