@@ -129,6 +129,13 @@ type Config struct {
 	// MaxPendingTransactions caps requests being relayed at once; beyond it new INVITEs
 	// get 503 + Retry-After. Default 10000.
 	MaxPendingTransactions int
+	// MaxTCPConns bounds accepted TCP connections in all (and never above three quarters
+	// of RLIMIT_NOFILE); MaxTCPConnsPerSource per source address (IPv6: per /64), and
+	// MaxTCPConnsListed for a source an ACL lists (or an upstream). Defaults 20000, 32, 512.
+	MaxTCPConns          int
+	MaxTCPConnsPerSource int
+	MaxTCPConnsListed    int
+
 	// MaxPendingPerTrunk and MaxPendingPerAccount are each trunk's and each account's
 	// share of MaxPendingTransactions (INVITEs being set up), so one trunk whose upstream
 	// answers 180 and goes silent cannot starve every other tenant (DESIGN §4a). Beyond
@@ -310,6 +317,9 @@ func (c Config) withDefaults() Config {
 	c.UpstreamConnectTimeout = cmp.Or(c.UpstreamConnectTimeout, DefaultUpstreamConnectTimeout)
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.MaxPendingTransactions = cmp.Or(c.MaxPendingTransactions, DefaultMaxPending)
+	c.MaxTCPConns = cmp.Or(c.MaxTCPConns, DefaultMaxTCPConns)
+	c.MaxTCPConnsPerSource = cmp.Or(c.MaxTCPConnsPerSource, DefaultMaxTCPConnsPerSource)
+	c.MaxTCPConnsListed = cmp.Or(c.MaxTCPConnsListed, DefaultMaxTCPConnsListed)
 	c.MaxPendingPerTrunk = cmp.Or(c.MaxPendingPerTrunk, max(c.MaxPendingTransactions/10, 1))
 	c.MaxPendingPerAccount = cmp.Or(c.MaxPendingPerAccount, max(c.MaxPendingTransactions/4, 1))
 	c.UserAgent = cmp.Or(c.UserAgent, DefaultUserAgent)

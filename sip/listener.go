@@ -145,10 +145,19 @@ func (l *edgeListener) admit(c net.Conn, src netip.Addr) {
 		c.Close()
 		return
 	}
-	select {
-	case l.conns <- c:
-	case <-l.done:
+	if why := l.s.tcpConns.acquire(src, l.s.listed(src) || l.s.isUpstream(src)); why != "" {
+		l.s.m.drop(dropTCPConns)
+		if e := l.s.log.Debug(); e.Enabled() {
+			e.Str("src", src.String()).Str("bound", why).Msg("TCP connection over its bound: closed")
+		}
 		c.Close()
+		return
+	}
+	lc := &limitedConn{Conn: c, lim: l.s.tcpConns, src: src}
+	select {
+	case l.conns <- lc:
+	case <-l.done:
+		lc.Close()
 	}
 }
 

@@ -49,6 +49,7 @@ const (
 	dropBanned        = "banned"         // request or connection from a banned source
 	dropCancelSource  = "cancel_source"  // CANCEL for an INVITE another address sent
 	dropReplayGuard   = "replay_guard"   // the cluster-wide replay guard failed (node cache decided)
+	dropTCPConns      = "tcp_conns"      // TCP connection over the per-source or total bound
 )
 
 // Results of sipedge_sip_proxy_protocol_total: what became of a TCP connection's PROXY

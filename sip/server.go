@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,8 @@ type Server struct {
 	// asked holds the addresses the edge sent requests to (other than its upstreams)
 	// within a transaction's lifetime: the only sources whose responses are parsed.
 	asked *recentSet
+	// tcpConns bounds TCP connections in all and per source.
+	tcpConns *connLimiter
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -122,6 +125,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		hits:        o.hits,
 		authed:      newRecentSet(cfg.BanTTL, cfg.MaxRateSources),
 		asked:       newRecentSet(cfg.InviteTimeout+64*sipmsg.T1, cfg.MaxRateSources),
+		tcpConns:    newConnLimiter(cfg.MaxTCPConns, cfg.MaxTCPConnsPerSource, cfg.MaxTCPConnsListed),
 	}
 	s.ups.onResolve = func(raw string, ip netip.Addr) {
 		if raw == cfg.Upstream {
@@ -535,13 +539,20 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 		if p.Transport != "TCP" {
 			return data, nil
 		}
-		switch s.admitSource(netAddrPort(p.RemoteAddr).Addr()) {
-		case admitBanned:
-			s.m.bannedDrop()
-			return nil, errBannedSource
-		case admitLimited:
-			s.m.rateLimit()
-			return nil, errRateLimited
+		// Each request in the chunk spends one unit of the source's budget (a stream has
+		// no message boundaries before parsing; every request line ends " SIP/2.0" CRLF,
+		// which no status line or Via does), so a source cannot pack many requests into
+		// one read. A chunk holding none (a body, a split header) spends nothing.
+		src := netAddrPort(p.RemoteAddr).Addr()
+		for range max(bytes.Count(data, requestLineEnd), 0) {
+			switch s.admitSource(src) {
+			case admitBanned:
+				s.m.bannedDrop()
+				return nil, errBannedSource
+			case admitLimited:
+				s.m.rateLimit()
+				return nil, errRateLimited
+			}
 		}
 		return data, nil
 	}
@@ -578,6 +589,9 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 	}
 	return data, nil
 }
+
+// requestLineEnd ends every SIP request line.
+var requestLineEnd = []byte(" SIP/2.0\r\n")
 
 var (
 	errBannedSource = errors.New("sip: source banned")
