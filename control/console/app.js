@@ -213,7 +213,7 @@
     const calls = await callsNow(trunks.map((t) => t.trunk_id));
     trunkNames = new Map(trunks.map((t) => [t.trunk_id, t.name]));
     const rows = trunks.map((t) => el('tr', { 'data-trunk': t.trunk_id },
-      el('td', {}, el('strong', { text: t.name }), el('div', { class: 'mono sub', text: t.trunk_id })),
+      el('td', {}, el('strong', { text: t.name }), el('div', { class: 'mono id', text: t.trunk_id })),
       el('td', {}, t.trunk_status === 'enabled' ? badge('enabled', 'ok') : badge(dash(t.trunk_status), 'off'),
         ' ', badge(dash(t.trunk_direction), 'info')),
       el('td', { class: 'mono wrap', text: dash(t.trunk_domain) }),
@@ -315,7 +315,7 @@
         flash('Password of ' + c.username + ' changed.');
       }));
       return el('tr', { 'data-credential': c.credential_uuid, 'data-username': c.username },
-        el('td', {}, el('strong', { text: c.name }), el('div', { class: 'mono sub', text: c.credential_uuid })),
+        el('td', {}, el('strong', { text: c.name }), el('div', { class: 'mono id', text: c.credential_uuid })),
         el('td', { class: 'mono', text: c.username }),
         el('td', { class: 'mono', text: dash(c.realm) }),
         el('td', { text: dash(c.updated_at) }),
