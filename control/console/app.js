@@ -1,6 +1,6 @@
 // sipedge console: a small vanilla-JS client of the control API. Every value from the API
-// is put into the page with textContent (never innerHTML), and the page is served with a
-// Content-Security-Policy that allows only this file and style.css.
+// is put into the page as text (textContent, text nodes; never parsed as HTML), and the
+// page is served with a Content-Security-Policy that allows only this file and style.css.
 'use strict';
 
 (() => {
