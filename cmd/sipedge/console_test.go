@@ -411,3 +411,38 @@ func (b *browser) checkConsole() {
 		b.t.Errorf("browser console: %s", m)
 	}
 }
+
+// TestConsoleStreamEndsOnShutdown: an open live-denials stream neither keeps the process
+// from stopping nor turns the stop into an error (http.Server.Shutdown waits for open
+// requests; the feed is closed when it starts).
+func TestConsoleStreamEndsOnShutdown(t *testing.T) {
+	n := startNode(t, "console-stop", nil, true)
+	req, _ := http.NewRequest("GET", "http://"+n.http.String()+"/console/api/denials", nil)
+	req.SetBasicAuth(testAuthID, testToken)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %d %q", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	buf := make([]byte, 256)
+	if k, err := res.Body.Read(buf); err != nil || !strings.Contains(string(buf[:k]), "event: ready") {
+		t.Fatalf("first bytes %q, %v; want the ready event", buf[:k], err)
+	}
+	start := time.Now()
+	n.cancel()
+	select {
+	case err := <-n.done:
+		n.done <- err // for startNode's cleanup
+		if err != nil {
+			t.Fatalf("serve returned %v with a console stream open", err)
+		}
+		if d := time.Since(start); d > 4*time.Second {
+			t.Errorf("stopping took %v with a console stream open", d)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("serve did not return with a console stream open")
+	}
+}
