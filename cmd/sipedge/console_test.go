@@ -263,6 +263,20 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	shot("cluster")
 
+	// An API refusal is shown: the ACL is still used by the trunk (409).
+	b.do(chromedp.Navigate(base + "#/acl/" + aclID))
+	b.waitJS(`document.querySelector('#view-acl[data-ready] .delete-acl') !== null`)
+	b.do(chromedp.Click(chromedp.CSS(".delete-acl")))
+	b.waitJS(`document.querySelector('.delete-acl').textContent === 'Confirm delete this acl'`)
+	b.do(chromedp.Click(chromedp.CSS(".delete-acl")))
+	b.waitJS(`document.getElementById('flash').classList.contains('error')`)
+	if got := b.text("#flash"); !strings.Contains(got, trunkID) {
+		t.Errorf("refused ACL delete shows %q, want the 409 naming trunk %s", got, trunkID)
+	}
+	if code, _ := n.api(t, "GET", "IPAccessControlList/"+aclID+"/", ""); code != 200 {
+		t.Errorf("ACL after a refused delete: %d", code)
+	}
+
 	// Sign out forgets the credentials.
 	b.do(chromedp.Click(chromedp.CSS("#logout")))
 	b.waitJS(`!document.getElementById('login').hidden && sessionStorage.length === 0`)

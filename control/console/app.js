@@ -301,7 +301,11 @@
         el('p', { class: 'sub', text: 'A disabled entry stays listed but matches nothing. Hit counts are summed over all nodes and lag by up to 10 s.' }),
         table(['Address', 'Description', 'State', 'Hits', 'Last matched', ''], rows, 'No entries: this ACL matches nothing.')),
       card(el('h3', { text: 'Add an entry' }), form),
-      el('p', {}, el('a', { href: '#/acls', text: '← all IP ACLs' })));
+      el('p', { class: 'row' }, el('a', { href: '#/acls', text: '← all IP ACLs' }), ' ',
+        confirmButton('Delete this ACL', async () => {
+          await api('DELETE', 'IPAccessControlList/' + encodeURIComponent(uuid) + '/');
+          location.hash = '#/acls';
+        }, { class: 'small danger delete-acl' })));
   }
 
   async function viewCredentials(root) {
