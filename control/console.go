@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sipedge/sipedge/acl"
 )
 
@@ -58,6 +60,20 @@ func WithCalls(calls func(acl.TrunkID) int) Option {
 // consoleRoutes registers the console's routes on the server's mux. They are not in
 // s.routes: they are not part of the JSON API (nor of openapi.json).
 func (s *Server) consoleRoutes() {
+	if f, reg := s.denials, s.cfg.Registerer; f != nil && reg != nil {
+		stat := func(pick func(published, dropped uint64, streams int) float64) func() float64 {
+			return func() float64 { return pick(f.Stats()) }
+		}
+		register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipedge_console_denials_total",
+			Help: "Denials (sip_denied events) published to the console's live feed."},
+			stat(func(p, _ uint64, _ int) float64 { return float64(p) })))
+		register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sipedge_console_denials_dropped_total",
+			Help: "Denials not delivered to a live console stream because it read too slowly."},
+			stat(func(_, d uint64, _ int) float64 { return float64(d) })))
+		register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipedge_console_denial_streams",
+			Help: "Live denial streams of the console open now."},
+			stat(func(_, _ uint64, n int) float64 { return float64(n) })))
+	}
 	for _, rt := range []route{
 		{http.MethodGet, consolePath + "{$}", authNone, s.consoleAsset},
 		{http.MethodGet, consolePath + "{asset}", authNone, s.consoleAsset},

@@ -251,6 +251,9 @@ func TestConsoleDenialStream(t *testing.T) {
 		}
 	}
 
+	if got := e.metric("sipedge_console_denials_total", nil); got != 4 {
+		t.Errorf("sipedge_console_denials_total = %v, want 4", got)
+	}
 	// Bounded: a third stream of one account is refused.
 	if _, code := e.openDenials(testAuthID, testToken, ""); code != 200 {
 		t.Fatalf("second stream of the account: %d", code)
