@@ -119,13 +119,15 @@ type Server struct {
 	metrics  *metrics
 	mux      *http.ServeMux
 	routes   []route
-	patterns map[string]string    // mux pattern → route label (the documented path)
-	adminSum [32]byte             // SHA-256 of Config.AdminToken, compared in constant time
-	cluster  Cluster              // node registry of /v1/Cluster/ and ?wait=all; nil: not configured
-	snapshot func() *acl.Snapshot // the SIP path's policy, for Explain; nil: not configured
-	hits     HitCounts            // per-entry hit totals; nil: entries show 0/null
-	bans     Bans                 // ban list of /v1/Admin/Ban/; nil: not configured
-	guard    *guard               // client allow list, trusted proxies, failed-auth limit
+	patterns map[string]string     // mux pattern → route label (the documented path)
+	adminSum [32]byte              // SHA-256 of Config.AdminToken, compared in constant time
+	cluster  Cluster               // node registry of /v1/Cluster/ and ?wait=all; nil: not configured
+	snapshot func() *acl.Snapshot  // the SIP path's policy, for Explain; nil: not configured
+	hits     HitCounts             // per-entry hit totals; nil: entries show 0/null
+	bans     Bans                  // ban list of /v1/Admin/Ban/; nil: not configured
+	guard    *guard                // client allow list, trusted proxies, failed-auth limit
+	denials  *Denials              // live denials of the console; nil: not configured
+	calls    func(acl.TrunkID) int // calls in progress per trunk on this node; nil: none
 }
 
 // New builds the API over st. Call [Config.Validate] first to reject bad configuration.
@@ -168,11 +170,13 @@ func New(cfg Config, st store.API, opts ...Option) *Server {
 			s.patterns[p] = rt.path
 		}
 	}
+	s.consoleRoutes()
 	return s
 }
 
 // Handler returns the handler of everything under /v1/ (the Zentrunk API, the admin API
-// and /v1/openapi.json). The caller mounts it, next to /metrics, /healthz and /readyz.
+// and /v1/openapi.json) and /console/ (the web console). The caller mounts it at both,
+// next to /metrics, /healthz and /readyz.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // authKind says how a route authenticates its caller.

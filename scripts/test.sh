@@ -23,6 +23,7 @@ need curl curl
 need python3 python3
 need ss iproute2
 need svwar sipvicious
+need chromium chromium
 GOBIN="$(go env GOPATH)/bin"
 STATICCHECK="$GOBIN/staticcheck"
 if [ ! -x "$STATICCHECK" ]; then
@@ -40,6 +41,7 @@ log "staticcheck"
 log "spectral (OpenAPI lint)"; bash scripts/spectral.sh
 
 export SIPEDGE_TEST_SIPP=1
+export SIPEDGE_TEST_BROWSER=1 # the web console in headless Chromium (cmd/sipedge TestConsoleBrowser)
 
 log "go test -race (unit, integration, end-to-end)"
 bash scripts/with-redis.sh go test -race -count=1 -timeout 20m ./...

@@ -248,6 +248,10 @@ type Config struct {
 
 	// Registerer, when set, receives the sipedge_sip_* metrics.
 	Registerer prometheus.Registerer
+
+	// OnDenied, when set, is called with every request the security log records as
+	// `sip_denied` (also those its sampling skips), on the SIP path: it must not block.
+	OnDenied func(DenialEvent)
 }
 
 // Option configures optional collaborators of a [Server].

@@ -232,6 +232,7 @@ func (s *Server) onInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, sr
 	rt, ok := s.routeInDialog(req, src)
 	if !ok {
 		s.m.drop(dropBadRoute)
+		s.denied(nil, req, src, "", "bad_route")
 		if e := s.sec.Warn(); e.Enabled() {
 			e.Str("event", "sip_denied").Str("src", src.String()).Str("method", string(req.Method)).
 				Str("verdict", "bad_route").Str("call_id", clip(callIDOf(req))).
@@ -332,6 +333,7 @@ func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPor
 	default:
 		return
 	}
+	s.denied(d, req, src, tp, d.verdict.String())
 	e := s.sec.Warn()
 	if !e.Enabled() {
 		return

@@ -86,6 +86,9 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		sipOpts = append(sipOpts, sip.WithBanStore(st.Bans()),
 			sip.WithNodeCount(func() int { return max(int(liveNodes.Load()), 1) }))
 	}
+	// The console's live denials: this node's sip_denied events, bounded, fanned out to
+	// the open console tabs of the accounts they belong to.
+	denials := control.NewDenials(0, 0, 0, 0)
 	sipSrv, err := sip.New(sip.Config{
 		Listen:                  cfg.SIPListen,
 		Advertise:               cfg.SIPAdvertise,
@@ -113,6 +116,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		Logger:                  log.With().Str("component", "sip").Logger(),
 		SlogLogger:              sipLog,
 		Registerer:              reg,
+		OnDenied:                func(e sip.DenialEvent) { denials.Publish(toDenial(e)) },
 	}, policy, sipOpts...)
 	if err != nil {
 		return fmt.Errorf("sip: %w", err)
@@ -131,12 +135,14 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return fmt.Errorf("control: %w", err)
 	}
 	api := control.New(apiCfg, st, control.WithCluster(st), control.WithSnapshot(holder.Load),
-		control.WithBans(sipSrv.Bans()), control.WithHits(st))
+		control.WithBans(sipSrv.Bans()), control.WithHits(st),
+		control.WithDenials(denials), control.WithCalls(sipSrv.TrunkCalls))
 
 	ops := &opsHandler{cfg: cfg, holder: &holder, store: st, sip: sipSrv, started: time.Now()}
 	registerNodeMetrics(reg, &holder, st, sipSrv, ops)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.Handler())
+	mux.Handle("/console/", api.Handler())
 	mux.Handle("GET /metrics", api.Guard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	mux.HandleFunc("GET /healthz", ops.healthz)
 	mux.HandleFunc("GET /readyz", ops.readyz)
@@ -148,6 +154,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
+	httpSrv.RegisterOnShutdown(denials.Close) // Shutdown waits for open requests: end the streams
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("--http-listen %s: %w", cfg.HTTPListen, err)
@@ -243,6 +250,12 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return nil
 	}
 	return err
+}
+
+// toDenial carries a SIP denial event over to the console's feed (control does not import sip).
+func toDenial(e sip.DenialEvent) control.Denial {
+	return control.Denial{Time: e.Time, Src: e.Src, Method: e.Method, Trunk: e.Trunk, Account: e.Account,
+		Verdict: e.Verdict, CallID: e.CallID, UserAgent: e.UserAgent, User: e.User, Transport: e.Transport}
 }
 
 // countNodes keeps n at the number of live nodes in the registry (Redis mode), for the
@@ -351,6 +364,7 @@ func banner(w io.Writer, cfg Config, httpAddr string) {
 	fmt.Fprintf(w, "  SIP        udp+tcp %s (realm %q, trunk domains *.%s)\n", cfg.SIPListen, cfg.SIPRealm, cfg.SIPDomain)
 	fmt.Fprintf(w, "  upstream   %s\n", cfg.Upstream)
 	fmt.Fprintf(w, "  API        http://%s/v1/Account/{auth_id}/Zentrunk/  (also /metrics /healthz /readyz)\n", httpAddr)
+	fmt.Fprintf(w, "  console    http://%s/console/  (same auth_id and token)\n", httpAddr)
 	fmt.Fprintf(w, "  store      %s\n", storeDesc)
 }
 
