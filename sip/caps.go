@@ -32,8 +32,8 @@ type trunkCaps struct {
 type trunkCap struct {
 	active  atomic.Int64 // calls holding a slot
 	pending atomic.Int64 // INVITEs being set up (relayed, no final answer yet)
-	mu     sync.Mutex
-	tat    int64 // GCRA theoretical arrival time of the CPS bucket (unix ns)
+	mu      sync.Mutex
+	tat     int64 // GCRA theoretical arrival time of the CPS bucket (unix ns)
 }
 
 func newTrunkCaps(nodes func() int) *trunkCaps {

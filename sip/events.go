@@ -37,9 +37,9 @@ func (s *Server) denied(d *decision, req *sipmsg.Request, src netip.AddrPort, tp
 	ev := DenialEvent{Time: time.Now(), Src: src, Method: string(req.Method), Verdict: verdict,
 		CallID: clip(callIDOf(req)), UserAgent: clip(userAgentOf(req)), Transport: tp}
 	if d != nil {
-		ev.User = clip(d.user)
-		if d.trunk != nil {
-			ev.Trunk, ev.Account = string(d.trunk.ID), d.trunk.Account
+		ev.User = clip(d.User)
+		if d.Trunk != nil {
+			ev.Trunk, ev.Account = string(d.Trunk.ID), d.Trunk.Account
 		}
 	}
 	s.cfg.OnDenied(ev)

@@ -333,7 +333,7 @@ func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPor
 	default:
 		return
 	}
-	s.denied(d, req, src, tp, d.verdict.String())
+	s.denied(d, req, src, tp, d.Verdict.String())
 	e := s.sec.Warn()
 	if !e.Enabled() {
 		return
