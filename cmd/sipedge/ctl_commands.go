@@ -394,7 +394,7 @@ func aclList(ctx context.Context, e *ctlEnv, _ *cmdOpts, _ []string) error {
 		rows = append(rows, []string{a.IPACLUUID, a.Name, strconv.Itoa(len(a.IPAddresses)), orDash(strings.Join(a.IPAddresses, ", "))})
 	}
 	return writeTable(e.stdout, e.width(), []column{
-		{name: "IPACL_UUID"}, {name: "NAME", min: 10, shrink: 1}, {name: "N"}, {name: "IP_ADDRESSES", min: 15},
+		{name: "IPACL_UUID"}, {name: "NAME", min: 10, shrink: 1}, {name: "N"}, {name: "IP_ADDRESSES", min: 15, items: true},
 	}, rows)
 }
 

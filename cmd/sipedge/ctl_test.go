@@ -548,3 +548,90 @@ func TestCtlTableFits(t *testing.T) {
 		}
 	}
 }
+
+func TestCtlTruncateItems(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"192.0.2.10, 198.51.100.0/24", 40, "192.0.2.10, 198.51.100.0/24"},
+		{"192.0.2.10, 198.51.100.0/24, 192.0.2.64/26", 30, "192.0.2.10, 198.51.100.0/24, …"},
+		{"192.0.2.10, 198.51.100.0/24, 192.0.2.64/26", 27, "192.0.2.10, …"},
+		{"2001:db8:aaaa:bbbb::/64, 192.0.2.1", 15, "2001:db8:aaaa:…"},
+	} {
+		if got := truncateItems(tc.in, tc.n); got != tc.want || utf8.RuneCountInString(got) > tc.n {
+			t.Errorf("truncateItems(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
+
+// TestCtlReadmeExamples: every `sipedge ctl` command in README.md's ctl block (between
+// <!-- ctl --> and <!-- /ctl -->) parses: run against an API nobody listens on, each one
+// gets as far as the request (exit 1, "cannot reach"), none is bad usage (exit 2).
+func TestCtlReadmeExamples(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(raw), "<!-- ctl -->")
+	block, _, ok2 := strings.Cut(block, "<!-- /ctl -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no <!-- ctl --> … <!-- /ctl --> block")
+	}
+	n := 0
+	for _, line := range strings.Split(block, "\n") {
+		_, cmd, found := strings.Cut(line, "sipedge ctl ")
+		if !found || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		n++
+		args := shellWords(cmd)
+		r := runCtlWith(t, ctlEnvOf(nil), "a-password-123\n", args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "cannot reach the control API") {
+			t.Errorf("README: sipedge ctl %q: %s", args, r)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("found only %d ctl commands in the README block", n)
+	}
+}
+
+// shellWords splits the start of a shell command line into words, enough for the README:
+// quotes, $VAR (replaced by a placeholder); it stops at an unquoted |, ), ; or #.
+func shellWords(s string) []string {
+	var words []string
+	var cur strings.Builder
+	inWord, quote := false, rune(0)
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		c := rs[i]
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote == 0 && (c == '"' || c == '\''):
+			quote, inWord = c, true
+		case c == '$' && quote != '\'':
+			for i+1 < len(rs) && (rs[i+1] == '_' || rs[i+1] >= 'A' && rs[i+1] <= 'Z') {
+				i++
+			}
+			cur.WriteString("placeholder-value")
+			inWord = true
+		case quote == 0 && strings.ContainsRune("|);#", c):
+			i = len(rs)
+		case quote == 0 && c == ' ':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
+}
