@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -557,10 +558,20 @@ type credentialObject struct {
 const maxPassword = 4096
 
 // readPassword reads the password: the first line of stdin, without its line ending.
-// It is never printed, logged or put in an error message.
+// It is never printed, logged or put in an error message. When stdin is a terminal it
+// prompts on stderr and turns the terminal's echo off while the password is typed.
 func (e *ctlEnv) readPassword() (string, error) {
 	if e.stdin == nil {
 		return "", usagef("--password-stdin: no standard input")
+	}
+	if f, ok := e.stdin.(*os.File); ok {
+		if restore, ok := echoOff(f); ok {
+			fmt.Fprint(e.stderr, "Password: ")
+			defer func() {
+				restore()
+				fmt.Fprintln(e.stderr)
+			}()
+		}
 	}
 	line, err := bufio.NewReaderSize(io.LimitReader(e.stdin, maxPassword), maxPassword).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
