@@ -177,7 +177,7 @@ func applyPrefixes(t *prefixTable, st *aclState, removed, added []netip.Prefix, 
 			if b.inT && b.change == 0 && slices.Equal(trunks, b.v.trunks) {
 				continue // unchanged
 			}
-			writes = append(writes, write{p: b.p, v: &prefixVal{owners: owners, trunks: trunks}})
+			writes = append(writes, write{p: b.p, v: &prefixVal{prefix: b.p, owners: owners, trunks: trunks}})
 		}
 	}
 	// Inserts and updates go in as one union, which clones each touched node once.

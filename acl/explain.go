@@ -88,38 +88,39 @@ func (s *Snapshot) Explain(id TrunkID, src netip.Addr) Explanation {
 		e.HasCredential = true
 		e.CredentialUsername = t.Credential.Username
 	}
-	if t.HasACL {
+	d := s.Decide(Call{Host: t.Domain, Source: src}, nil, nil)
+	if d.Verdict == VerdictAllowIP && d.Trunk == t {
+		e.Matched = true
+		e.MatchedEntry = EntryRef{ACLUUID: d.EntryACL, EntryID: d.EntryID}
+		if ref, ok := s.matchedEntry(t, src); ok && ref.EntryID == d.EntryID {
+			e.MatchedEntry.IPAddress = ref.IPAddress
+		}
+	} else if t.HasACL {
+		// Informative only (the verdict does not rest on it): the entry that would let
+		// src in were the trunk enabled and reachable.
 		if ref, ok := s.matchedEntry(t, src); ok {
 			e.Matched = true
 			e.MatchedEntry = ref
 		}
 	}
-
-	if t.Domain == "" && e.SourceTrunk != id {
+	if d.Trunk != t {
 		e.Verdict = VerdictNone
 		e.Reason = fmt.Sprintf("trunk %s has no trunk_domain, so only sources its ACL alone accepts reach it, and %s is not one", id, addrString(src))
 		return e
 	}
+	e.Verdict = d.Verdict
 	switch {
-	case !e.TrunkEnabled:
-		e.Verdict = VerdictTrunkDisabled
+	case d.Verdict == VerdictTrunkDisabled && !e.TrunkEnabled:
 		e.Reason = fmt.Sprintf("trunk %s is disabled: every INVITE to it is refused (403)", id)
-	case !e.Outbound:
-		e.Verdict = VerdictTrunkDisabled
+	case d.Verdict == VerdictTrunkDisabled:
 		e.Reason = fmt.Sprintf("trunk %s is %s only: INVITEs from PBXs are refused (403)", id, t.Direction)
-	case e.Matched:
-		e.Verdict = VerdictAllowIP
+	case d.Verdict == VerdictAllowIP:
 		e.Reason = fmt.Sprintf("%s is inside entry %s (%s) of IP ACL %s: allowed by IP, no digest asked",
 			addrString(src), e.MatchedEntry.EntryID, e.MatchedEntry.IPAddress, e.MatchedEntry.ACLUUID)
+	case d.Verdict == VerdictChallenge:
+		e.Reason = s.noMatchReason(t, src) + fmt.Sprintf(": digest required, answered 407 for credential %q", e.CredentialUsername)
 	default:
-		why := s.noMatchReason(t, src)
-		if e.HasCredential {
-			e.Verdict = VerdictChallenge
-			e.Reason = why + fmt.Sprintf(": digest required, answered 407 for credential %q", e.CredentialUsername)
-		} else {
-			e.Verdict = VerdictNoCredential
-			e.Reason = why + ", and the trunk has no credential: refused (403)"
-		}
+		e.Reason = s.noMatchReason(t, src) + ", and the trunk has no credential: refused (403)"
 	}
 	return e
 }

@@ -91,8 +91,9 @@ type prefixTable = bart.Table[*prefixVal]
 
 // prefixVal is the value of one prefix in Snapshot.table: shared, immutable.
 type prefixVal struct {
-	owners []string // sorted uuids of the named ACLs with this prefix as an enabled entry
-	trunks []int32  // closure, see Snapshot.table; often shared with an aclUse slice
+	prefix netip.Prefix // the table prefix this value belongs to (for the matched entry)
+	owners []string     // sorted uuids of the named ACLs with this prefix as an enabled entry
+	trunks []int32      // closure, see Snapshot.table; often shared with an aclUse slice
 }
 
 // aclUse lists the trunks naming one ACL uuid, by trunk index, sorted.
@@ -490,7 +491,7 @@ func buildTable(acls []*aclState, uses map[string]*aclUse) *prefixTable {
 		if len(stack) > 0 {
 			parent = stack[len(stack)-1].trunks
 		}
-		slab = append(slab, prefixVal{owners: owners, trunks: closure(parent, owners, uses)})
+		slab = append(slab, prefixVal{prefix: p, owners: owners, trunks: closure(parent, owners, uses)})
 		v := &slab[len(slab)-1]
 		t.Insert(p, v)
 		stack, stackP = append(stack, v), append(stackP, p)

@@ -24,6 +24,7 @@ const (
 	VerdictBanned                // dropped / 403
 	VerdictDraining              // 503 during shutdown
 	VerdictCapExceeded           // 503/486 call caps
+	VerdictLoop                  // 482: the request already passed this edge (RFC 3261 §16.3 step 4)
 )
 
 // verdictNames is indexed by Verdict. The names are part of the metrics contract:
@@ -45,6 +46,7 @@ var verdictNames = [...]string{
 	VerdictBanned:        "banned",
 	VerdictDraining:      "draining",
 	VerdictCapExceeded:   "cap_exceeded",
+	VerdictLoop:          "loop",
 }
 
 // String returns the stable snake_case name ("allow_ip", "challenge", …), or

@@ -65,9 +65,9 @@ PY
 read -r ok _ < <(calls 127.0.0.2 100);                [ "$ok" = 100 ] || fail "listed UDP: $ok/100"
 read -r ok _ < <(calls 127.0.0.2 20 -t t1);           [ "$ok" = 20 ] || fail "listed TCP: $ok/20"
 read -r ok _ < <(calls 127.0.0.9 5);                  [ "$ok" = 0 ] || fail "unlisted got $ok calls through"
-read -r ok _ < <(SCEN=scripts/sipp/uac-auth.xml calls 127.0.0.9 20 -au pbxuser -ap S3cure-pass-123)
+read -r ok _ < <(SCEN=scripts/sipp/uac-auth.xml calls 127.0.0.9 20 -au pbxuser -ap S3cure-pass-123 -auth_uri "service@127.0.0.1:$SIP")
 [ "$ok" = 20 ] || fail "digest: $ok/20"
-read -r ok _ < <(SCEN=scripts/sipp/uac-auth.xml calls 127.0.0.9 3 -au pbxuser -ap wrong-password)
+read -r ok _ < <(SCEN=scripts/sipp/uac-auth.xml calls 127.0.0.9 3 -au pbxuser -ap wrong-password -auth_uri "service@127.0.0.1:$SIP")
 [ "$ok" = 0 ] || fail "wrong password got $ok calls through"
 
 # The API → SIP promise: an address added through the API is allowed on the next INVITE;

@@ -84,10 +84,21 @@ type Config struct {
 	// Realm is the digest realm every 407 names. Credentials carry HA1s computed over it.
 	Realm string
 
-	// DigestAlgorithms is the default order of Proxy-Authenticate challenges ("MD5",
-	// "SHA-256"). MD5 leads by default because many PBXs (and SIPp) answer only the first
-	// challenge and only in MD5. A trunk's DigestAlgorithms overrides it.
+	// DigestAlgorithms is the default set and order of Proxy-Authenticate challenges
+	// ("MD5", "SHA-256"). The default is one MD5 challenge (DESIGN §4.5): deployed UAs
+	// (libre/baresip 1.x, older Asterisk) give up on a 407 that offers an algorithm they
+	// do not know, even next to MD5. A trunk's digest_algorithms overrides it (one
+	// challenge per algorithm, most preferred first, RFC 8760).
 	DigestAlgorithms []string
+
+	// IdentityHeaderPrefix names the headers the edge adds to an initial INVITE for the
+	// core: <prefix>Trunk, <prefix>Account, <prefix>Auth (ip or digest) and, for digest,
+	// <prefix>User. Every header a PBX sends with this prefix is removed. Default
+	// DefaultIdentityHeaderPrefix ("X-Sipedge-").
+	IdentityHeaderPrefix string
+	// StripHeaders are removed from initial INVITEs from PBXs (default
+	// DefaultStripHeaders: P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID).
+	StripHeaders []string
 
 	// NonceKey signs digest nonces and Record-Route tokens. At least 32 bytes; every node
 	// of a deployment must share it, so a nonce or a route issued by one node verifies on
@@ -234,6 +245,9 @@ type options struct {
 	bans     BanStore
 	nodes    func() int
 	hits     HitRecorder
+	// replay is the cluster-wide digest replay guard; replayErr counts its failures.
+	replay    ReplayGuard
+	replayErr func(error)
 }
 
 // WithSIPLogger routes sipgo's own logging (transport and transaction layers) to l, like
@@ -249,6 +263,13 @@ func WithResolver(r *net.Resolver) Option { return func(o *options) { o.resolver
 // [Config.BanRefresh]. Without it bans are local to the node.
 func WithBanStore(bs BanStore) Option { return func(o *options) { o.bans = bs } }
 
+// WithReplayGuard makes digest nonce-counts single-use across the cluster (the Redis
+// implementation is store.(*Store).ReplayGuard); onErr (may be nil) is told of each
+// failure, after which the node's own replay cache alone decides.
+func WithReplayGuard(g ReplayGuard, onErr func(error)) Option {
+	return func(o *options) { o.replay, o.replayErr = g, onErr }
+}
+
 // WithNodeCount reports how many edge nodes share the load (Redis mode); each enforces
 // a trunk's max_cps and max_concurrent divided by it (rounded up), so the cluster-wide
 // limit holds approximately. It is called per capped INVITE and must be cheap and
@@ -262,21 +283,19 @@ type HitRecorder interface {
 }
 
 // WithHitRecorder makes every INVITE allowed by IP count a hit on the entry that matched,
-// when the Policy can name it (see [entryMatcher]).
+// as the decision names it ([acl.Decision] EntryACL, EntryID).
 func WithHitRecorder(r HitRecorder) Option { return func(o *options) { o.hits = r } }
-
-// entryMatcher is the optional part of a Policy that names the entry a source matched
-// (*acl.Snapshot has it).
-type entryMatcher interface {
-	MatchedEntry(id acl.TrunkID, src netip.Addr) (aclUUID, entryID string, ok bool)
-}
 
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	c.Listen = cmp.Or(c.Listen, DefaultListen)
 	c.Realm = cmp.Or(c.Realm, DefaultRealm)
+	c.IdentityHeaderPrefix = cmp.Or(c.IdentityHeaderPrefix, DefaultIdentityHeaderPrefix)
+	if c.StripHeaders == nil {
+		c.StripHeaders = DefaultStripHeaders
+	}
 	if len(c.DigestAlgorithms) == 0 {
-		c.DigestAlgorithms = []string{acl.DigestMD5, acl.DigestSHA256}
+		c.DigestAlgorithms = []string{acl.DigestMD5}
 	}
 	c.NonceTTL = cmp.Or(c.NonceTTL, DefaultNonceTTL)
 	c.UpstreamTimeout = cmp.Or(c.UpstreamTimeout, DefaultUpstreamTimeout)

@@ -2,6 +2,8 @@ package sip
 
 import (
 	"net/netip"
+	"strings"
+	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
 
@@ -13,128 +15,70 @@ import (
 // the digest check of one INVITE read the same version.
 type Policy interface {
 	Version() uint64
-	// TrunkByDomain finds the trunk whose trunk_domain equals host (case-insensitive).
-	TrunkByDomain(host string) (acl.TrunkID, bool)
+	// Decide is the one decision of DESIGN.md §4 ([acl.Snapshot.Decide]); Explain asks
+	// the very same function.
+	Decide(c acl.Call, v acl.DigestVerifier, defaultAlgs []string) acl.Decision
 	// MatchSource finds the single enabled trunk whose ACL holds src.
 	MatchSource(src netip.Addr) (acl.TrunkID, bool)
 	Trunk(id acl.TrunkID) (*acl.TrunkPolicy, bool)
 	// Allows reports whether src is inside an enabled entry of the trunk's ACL.
 	Allows(id acl.TrunkID, src netip.Addr) bool
-	// Credential finds a credential by username.
-	Credential(username string) (*acl.Credential, bool)
-	// CredentialTrunk returns the trunk an INVITE authenticated by credential uuid alone
-	// belongs to (see acl.Snapshot.CredentialTrunk), and how many trunks use it.
-	CredentialTrunk(uuid string) (*acl.TrunkPolicy, int)
 	// Listed reports whether src is inside an enabled entry of any ACL a trunk names:
 	// a known PBX, never banned and exempt from the per-source rate limit. It is asked
 	// per datagram, before parsing, so it must be cheap and allocate nothing.
 	Listed(src netip.Addr) bool
 }
 
-// decision is the one outcome of judging an out-of-dialog INVITE. Its verdict picks the
-// SIP response, the security log line and the metric label.
+// decision is the one outcome of judging an out-of-dialog INVITE: the policy's
+// [acl.Decision] plus what the SIP layer itself decided (malformed, hops, caps). Its
+// verdict picks the SIP response, the security log line and the metric label.
 type decision struct {
-	verdict acl.Verdict
-	trunk   *acl.TrunkPolicy // nil: no trunk was found
-	cred    *acl.Credential  // the credential that authenticated (allow_digest)
-	user    string           // username the Proxy-Authorization named, for the log
-	algs    []string         // challenge order for a 407
-	reason  string           // reason phrase of a 400
-	digest  digestResult
-	version uint64 // policy version judged against (0: none)
+	acl.Decision
+	reason  string // reason phrase of a 400, or of a 403 in the security log
+	code    int    // a SIP answer other than the verdict's own (482, 416); 0: the verdict's
 	capKind string // cap_exceeded by a trunk cap: "cps" or "concurrent"
 }
 
 func (d *decision) trunkID() acl.TrunkID {
-	if d.trunk == nil {
+	if d.Trunk == nil {
 		return ""
 	}
-	return d.trunk.ID
+	return d.Trunk.ID
 }
 
-// decide judges one out-of-dialog INVITE from src against pol, as DESIGN.md §4 says:
-//
-//  1. malformed → 400; Max-Forwards 0 → 483; no policy yet → 503;
-//  2. trunk = the trunk whose domain is the Request-URI host, else the single enabled
-//     trunk whose ACL holds src;
-//  3. disabled (or inbound-only) trunk → 403; src in the trunk's ACL → allow (ip);
-//  4. a trunk without a credential → 403; otherwise a valid Proxy-Authorization for the
-//     trunk's credential (or, with no trunk, for the credential it names) → allow (digest).
-//     With no trunk, the trunk using that credential becomes the call's trunk (its
-//     upstream, caps and metrics), 403 when none using it takes calls; a credential no
-//     trunk uses, or several trunks that take calls share, relays to the default upstream;
-//  5. else 407 with fresh challenges (stale=true for a right answer to an expired nonce);
-//     a wrong answer and an unknown user get the very same fresh challenges.
-//
-// It reads nothing but its arguments, except that an accepted digest answer is recorded
-// in the authenticator's nonce-count cache (atomically, so a replay cannot race it).
+// decide judges one out-of-dialog INVITE from src against pol: first what only the SIP
+// layer can see (malformed → 400, unsupported URI scheme → 416, a loop through this edge →
+// 482, Max-Forwards 0 → 483, no policy yet → 503), then the policy's one decision
+// ([acl.Snapshot.Decide], DESIGN.md §4). An accepted digest answer is recorded in the
+// authenticator's nonce-count cache (atomically, so a replay cannot race it).
+func (s *Server) decide(pol Policy, src netip.AddrPort, req *sipmsg.Request) decision {
+	if s.looped(req) {
+		d := decision{reason: "Loop Detected", code: sipmsg.StatusLoopDetected}
+		d.Verdict = acl.VerdictLoop
+		return d
+	}
+	return decide(pol, src, req, s.auth, s.cfg.DigestAlgorithms)
+}
+
+// decide is Server.decide without the loop check (which needs the server's addresses).
 func decide(pol Policy, src netip.AddrPort, req *sipmsg.Request, auth *authenticator, defaultAlgs []string) decision {
-	if reason := validateRequest(req); reason != "" {
-		return decision{verdict: acl.VerdictMalformed, reason: reason}
+	if code, reason := screenRequest(req); code != 0 {
+		d := decision{reason: reason, code: code}
+		d.Verdict = acl.VerdictMalformed
+		return d
 	}
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
-		return decision{verdict: acl.VerdictTooManyHops}
+		return decision{Decision: acl.Decision{Verdict: acl.VerdictTooManyHops}}
 	}
 	if isNilPolicy(pol) {
-		return decision{verdict: acl.VerdictNotReady}
+		return decision{Decision: acl.Decision{Verdict: acl.VerdictNotReady}}
 	}
-	addr := src.Addr().Unmap()
-
-	var trunk *acl.TrunkPolicy
-	id, ok := pol.TrunkByDomain(req.Recipient.Host)
-	bySource := false // MatchSource's answer already means "src is in an enabled entry of its ACL"
-	if !ok {
-		id, ok = pol.MatchSource(addr)
-		bySource = ok
-	}
-	if ok {
-		trunk, _ = pol.Trunk(id)
-	}
-
-	d := decision{trunk: trunk, algs: defaultAlgs, version: pol.Version()}
-	creds := credentialSource{policy: pol}
-	if trunk != nil {
-		if !usable(trunk) {
-			d.verdict = acl.VerdictTrunkDisabled
-			return d
-		}
-		if trunk.HasACL && (bySource || pol.Allows(trunk.ID, addr)) { // one table walk either way
-			d.verdict = acl.VerdictAllowIP
-			return d
-		}
-		if trunk.Credential == nil {
-			d.verdict = acl.VerdictNoCredential
-			return d
-		}
-		if algs := canonicalAlgorithms(trunk.DigestAlgorithms); len(algs) > 0 {
-			d.algs = algs
-		}
-		creds = credentialSource{fixed: trunk.Credential}
-	}
-
-	d.digest, d.user, d.cred = auth.verify(req, addr, d.algs, creds)
-	switch d.digest {
-	case digestOK:
-		d.verdict = acl.VerdictAllowDigest
-		if trunk == nil && d.cred != nil {
-			if t, _ := pol.CredentialTrunk(d.cred.UUID); t != nil {
-				d.trunk = t
-				if !usable(t) { // its PBX must not get around the disabled trunk
-					d.verdict = acl.VerdictTrunkDisabled
-					d.cred = nil
-				}
-			}
-		}
-	case digestStale:
-		d.verdict = acl.VerdictStale
-		d.cred = nil
-	case digestFailed:
-		d.verdict = acl.VerdictAuthFailed
-	case digestMalformed:
-		d.verdict = acl.VerdictMalformed
+	d := decision{Decision: pol.Decide(acl.Call{Host: req.Recipient.Host, Source: src.Addr(), Message: req}, auth, defaultAlgs)}
+	switch {
+	case d.Verdict == acl.VerdictMalformed:
 		d.reason = "Bad Proxy-Authorization"
-	default: // none, bad nonce, replay, unsupported: ask again
-		d.verdict = acl.VerdictChallenge
+	case d.Unbound:
+		d.reason = "credential takes no single trunk's calls"
 	}
 	return d
 }
@@ -153,6 +97,86 @@ func isNilPolicy(p Policy) bool {
 	return ok && s == nil
 }
 
+// statusUnsupportedURIScheme is RFC 3261 §21.4.14's 416 (sipgo names no constant).
+const statusUnsupportedURIScheme = 416
+
+// screen is what the edge refuses in any request before judging or routing it: a request
+// it must not relay (400, or 416 for a Request-URI scheme other than sip/sips), a Date
+// not in GMT (400, RFC 3261 §20.17) and a request that already passed this edge (482,
+// §16.3 step 4: the edge never routes a request back through itself, so a spiral is a
+// loop too). It returns 0 when the request may go on.
+func (s *Server) screen(req *sipmsg.Request) (int, string) {
+	if code, reason := screenRequest(req); code != 0 {
+		return code, reason
+	}
+	if s.looped(req) {
+		return sipmsg.StatusLoopDetected, "Loop Detected"
+	}
+	return 0, ""
+}
+
+// screenRequest is screen without the loop check.
+func screenRequest(req *sipmsg.Request) (int, string) {
+	if reason := validateRequest(req); reason != "" {
+		if reason == reasonURIScheme {
+			return statusUnsupportedURIScheme, reason
+		}
+		return sipmsg.StatusBadRequest, reason
+	}
+	if reason := checkDate(req); reason != "" {
+		return sipmsg.StatusBadRequest, reason
+	}
+	return 0, ""
+}
+
+// checkDate refuses a Date header that is not an RFC 1123 date in GMT.
+func checkDate(req *sipmsg.Request) string {
+	for _, h := range req.Headers() {
+		if !strings.EqualFold(h.Name(), "Date") {
+			continue
+		}
+		v := strings.TrimSpace(h.Value())
+		if !strings.HasSuffix(v, " GMT") {
+			return "Date Not In GMT"
+		}
+		if _, err := time.Parse(time.RFC1123, v); err != nil {
+			return "Bad Date"
+		}
+	}
+	return ""
+}
+
+// looped reports whether any Via of req carries this edge's own sent-by.
+func (s *Server) looped(req *sipmsg.Request) bool {
+	for _, h := range req.Headers() {
+		v, ok := h.(*sipmsg.ViaHeader)
+		if !ok {
+			continue
+		}
+		u := sipmsg.Uri{Host: v.Host, Port: v.Port}
+		if s.adv.isOurs(&u) {
+			return true
+		}
+		// The listen address too, when it is a specific one (a wildcard's local
+		// addresses are not named in Vias we write).
+		if ip, err := netip.ParseAddr(strings.Trim(v.Host, "[]")); err == nil && !s.addr.Addr().IsUnspecified() &&
+			ip.Unmap() == s.addr.Addr() && cmpPort(v.Port) == int(s.addr.Port()) {
+			return true
+		}
+	}
+	return false
+}
+
+// cmpPort is a URI/Via port for comparison: absent means 5060.
+func cmpPort(p int) int {
+	if p == 0 {
+		return 5060
+	}
+	return p
+}
+
+const reasonURIScheme = "Unsupported URI Scheme"
+
 // validateRequest returns the reason phrase of a 400 for a request the edge must not
 // relay, or "" when it is well-formed enough (RFC 3261 §8.2, §16.3). sipgo itself already
 // refuses requests without Via or CSeq and drops unparsable ones.
@@ -161,7 +185,7 @@ func validateRequest(req *sipmsg.Request) string {
 		return "Unsupported SIP Version"
 	}
 	if req.Recipient.Scheme != "sip" && req.Recipient.Scheme != "sips" {
-		return "Unsupported URI Scheme"
+		return reasonURIScheme
 	}
 	if req.Recipient.Host == "" {
 		return "Missing Request-URI Host"

@@ -11,68 +11,18 @@ import (
 	"github.com/sipedge/sipedge/acl"
 )
 
-// fakePolicy is a minimal hand-written Policy, to pin the interface contract without the
-// acl compiler (e.g. a domain naming a trunk the policy then cannot return).
-type fakePolicy struct {
-	domains map[string]acl.TrunkID
-	sources map[netip.Addr]acl.TrunkID
-	trunks  map[acl.TrunkID]*acl.TrunkPolicy
-	creds   map[string]*acl.Credential
-}
-
-func (f *fakePolicy) Version() uint64 { return 1 }
-func (f *fakePolicy) TrunkByDomain(h string) (acl.TrunkID, bool) {
-	id, ok := f.domains[strings.ToLower(h)]
-	return id, ok
-}
-func (f *fakePolicy) MatchSource(a netip.Addr) (acl.TrunkID, bool) {
-	id, ok := f.sources[a]
-	return id, ok
-}
-func (f *fakePolicy) Trunk(id acl.TrunkID) (*acl.TrunkPolicy, bool) {
-	t, ok := f.trunks[id]
-	return t, ok
-}
-func (f *fakePolicy) Allows(id acl.TrunkID, a netip.Addr) bool {
-	got, ok := f.sources[a]
-	return ok && got == id
-}
-func (f *fakePolicy) Credential(u string) (*acl.Credential, bool) {
-	c, ok := f.creds[u]
-	return c, ok
-}
-func (f *fakePolicy) CredentialTrunk(uuid string) (*acl.TrunkPolicy, int) {
-	var taking, other *acl.TrunkPolicy
-	n, takes := 0, 0
-	for _, t := range f.trunks {
-		if t.Credential == nil || t.Credential.UUID != uuid {
-			continue
-		}
-		n++
-		if t.TakesCalls() {
-			taking, takes = t, takes+1
-		} else {
-			other = t
-		}
-	}
-	switch takes {
-	case 0:
-		return other, n
-	case 1:
-		return taking, n
-	}
-	return nil, n
-}
-func (f *fakePolicy) Listed(a netip.Addr) bool {
-	_, ok := f.sources[a]
-	return ok
-}
-
 // digestFor answers a fresh challenge of auth for src with user/password.
+// The answer's uri is sip:service@127.0.0.1:5060, the Request-URI of most cases here.
 func digestFor(t testing.TB, a *authenticator, src netip.Addr, alg, user, password string, nc int) string {
 	t.Helper()
+	return digestForURI(t, a, src, alg, user, password, nc, "sip:service@127.0.0.1:5060")
+}
+
+// digestForURI is digestFor with the answer's uri.
+func digestForURI(t testing.TB, a *authenticator, src netip.Addr, alg, user, password string, nc int, uri string) string {
+	t.Helper()
 	chal := challengeValue(a.realm, a.newNonce(src), alg, false)
-	return "Proxy-Authorization: " + answerChallenge(t, chal, "INVITE", "sip:127.0.0.1:5060", user, password, nc, "c0ffee")
+	return "Proxy-Authorization: " + answerChallenge(t, chal, "INVITE", uri, user, password, nc, "c0ffee")
 }
 
 func TestDecide(t *testing.T) {
@@ -88,6 +38,17 @@ func TestDecide(t *testing.T) {
 		ds.Trunks = append(ds.Trunks,
 			acl.Trunk{ID: "t5", Name: "t5", Status: acl.TrunkEnabled, CredentialUUID: "cred-5", UpstreamURI: "sip:127.0.0.1:5090"},
 			acl.Trunk{ID: "t6", Name: "t6", Status: acl.TrunkDisabled, CredentialUUID: "cred-6"})
+		return ds
+	}())
+	shared := mustCompile(t, func() *acl.Dataset {
+		ds := testDataset("sip:127.0.0.1:5080")
+		ds.Trunks = append(ds.Trunks, acl.Trunk{ID: "t7", Name: "t7", Status: acl.TrunkEnabled, CredentialUUID: "cred-1"})
+		return ds
+	}())
+	inbound := mustCompile(t, func() *acl.Dataset {
+		ds := testDataset("sip:127.0.0.1:5080")
+		ds.Trunks = append(ds.Trunks, acl.Trunk{ID: "in", Name: "in", Status: acl.TrunkEnabled, Direction: acl.DirectionInbound,
+			Domain: "in.example.org", ACLUUID: "acl-pbx"})
 		return ds
 	}())
 	auth := newAuthenticator(testRealm, time.Minute, testKey)
@@ -109,6 +70,7 @@ func TestDecide(t *testing.T) {
 		algs    []string
 		reason  string
 		user    string
+		code    int
 	}{
 		{name: "listed source, trunk by domain", pol: snap, src: listed, raw: rawRequest("INVITE", "sip:100@t1.example.org"), verdict: acl.VerdictAllowIP, trunk: "t1"},
 		{name: "listed source, trunk by source", pol: snap, src: listed, raw: rawRequest("INVITE", "sip:service@127.0.0.1:5060"), verdict: acl.VerdictAllowIP, trunk: "t1"},
@@ -123,24 +85,39 @@ func TestDecide(t *testing.T) {
 		{name: "trunk algorithm order", pol: snap, src: unlisted, raw: rawRequest("INVITE", "sip:100@t4.example.org"), verdict: acl.VerdictChallenge, trunk: "t4", algs: []string{acl.DigestSHA256}},
 		{name: "digest MD5, no trunk", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1)),
-			verdict: acl.VerdictAllowDigest, digest: digestOK, user: testUser},
+			verdict: acl.VerdictAllowDigest, trunk: "t1", digest: digestOK, user: testUser},
 		{name: "digest SHA-256, no trunk", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestSHA256, testUser, testPassword, 1)),
-			verdict: acl.VerdictAllowDigest, digest: digestOK, user: testUser},
+			verdict: acl.VerdictAllowDigest, trunk: "t1", digest: digestOK, user: testUser},
 		{name: "digest, no trunk, the credential's only trunk", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, "u5", "pw-u5", 1)),
 			verdict: acl.VerdictAllowDigest, trunk: "t5", digest: digestOK, user: "u5"},
 		{name: "digest, no trunk, the credential's only trunk is disabled", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, "u6", "pw-u6", 1)),
 			verdict: acl.VerdictTrunkDisabled, trunk: "t6", digest: digestOK, user: "u6"},
-		{name: "digest, no trunk, a credential no trunk uses", pol: snap, src: unlisted,
+		{name: "digest, no trunk, a credential no trunk uses: 403", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, "other", "other-pass", 1)),
-			verdict: acl.VerdictAllowDigest, digest: digestOK, user: "other"},
+			verdict: acl.VerdictNoCredential, digest: digestOK, user: "other", reason: "credential takes no single trunk's calls"},
+		{name: "digest, no trunk, a credential two trunks take calls with: 403", pol: shared, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1)),
+			verdict: acl.VerdictNoCredential, digest: digestOK, user: testUser, reason: "credential takes no single trunk's calls"},
+		{name: "digest uri is another number: not this request's answer", pol: snap, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:+19005550199@t1.example.org", digestForURI(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1, "sip:100@t1.example.org")),
+			verdict: acl.VerdictChallenge, trunk: "t1", digest: digestWrongURI, user: testUser, algs: defAlgs},
+		{name: "digest uri equal after normalisation", pol: snap, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:100@t1.example.org", digestForURI(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1, "SIP:100@T1.Example.org:5060")),
+			verdict: acl.VerdictAllowDigest, trunk: "t1", digest: digestOK, user: testUser},
+		{name: "digest answer in MD5, the credential's trunk is SHA-256 only: asked again in SHA-256", pol: snap, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, "shauser", testPassword, 1)),
+			verdict: acl.VerdictChallenge, trunk: "t4", digest: digestOK, user: "shauser", algs: []string{acl.DigestSHA256}},
+		{name: "digest answer in SHA-256 for the SHA-256-only trunk found by credential", pol: snap, src: unlisted,
+			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestSHA256, "shauser", testPassword, 1)),
+			verdict: acl.VerdictAllowDigest, trunk: "t4", digest: digestOK, user: "shauser"},
 		{name: "digest on trunk domain", pol: snap, src: unlisted,
-			raw:     rawRequest("INVITE", "sip:100@t1.example.org", digestFor(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1)),
+			raw:     rawRequest("INVITE", "sip:100@t1.example.org", digestForURI(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1, "sip:100@t1.example.org")),
 			verdict: acl.VerdictAllowDigest, trunk: "t1", digest: digestOK, user: testUser},
 		{name: "trunk accepts only its own credential", pol: snap, src: unlisted,
-			raw:     rawRequest("INVITE", "sip:100@t1.example.org", digestFor(t, auth, unlisted, acl.DigestMD5, "other", "other-pass", 1)),
+			raw:     rawRequest("INVITE", "sip:100@t1.example.org", digestForURI(t, auth, unlisted, acl.DigestMD5, "other", "other-pass", 1, "sip:100@t1.example.org")),
 			verdict: acl.VerdictAuthFailed, trunk: "t1", digest: digestFailed, user: "other"},
 		{name: "wrong password", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, auth, unlisted, acl.DigestMD5, testUser, "wrong", 1)),
@@ -158,12 +135,12 @@ func TestDecide(t *testing.T) {
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, expired, unlisted, acl.DigestMD5, testUser, "wrong", 1)),
 			verdict: acl.VerdictAuthFailed, digest: digestFailed, user: testUser},
 		{name: "replay, first use", pol: snap, src: unlisted, raw: rawRequest("INVITE", "sip:service@127.0.0.1:5060", replayed),
-			verdict: acl.VerdictAllowDigest, digest: digestOK, user: testUser},
+			verdict: acl.VerdictAllowDigest, trunk: "t1", digest: digestOK, user: testUser},
 		{name: "replay, second use", pol: snap, src: unlisted, raw: rawRequest("INVITE", "sip:service@127.0.0.1:5060", replayed),
 			verdict: acl.VerdictChallenge, digest: digestReplay, algs: defAlgs, user: testUser},
 		{name: "algorithm not offered by the trunk", pol: snap, src: unlisted,
-			raw:     rawRequest("INVITE", "sip:100@t4.example.org", digestFor(t, auth, unlisted, acl.DigestMD5, testUser, testPassword, 1)),
-			verdict: acl.VerdictChallenge, trunk: "t4", digest: digestUnsupported, algs: []string{acl.DigestSHA256}, user: testUser},
+			raw:     rawRequest("INVITE", "sip:100@t4.example.org", digestForURI(t, auth, unlisted, acl.DigestMD5, "shauser", testPassword, 1, "sip:100@t4.example.org")),
+			verdict: acl.VerdictChallenge, trunk: "t4", digest: digestUnsupported, algs: []string{acl.DigestSHA256}, user: "shauser"},
 		{name: "other realm", pol: snap, src: unlisted,
 			raw:     rawRequest("INVITE", "sip:service@127.0.0.1:5060", digestFor(t, otherRealm, unlisted, acl.DigestMD5, testUser, testPassword, 1)),
 			verdict: acl.VerdictChallenge, digest: digestUnsupported, algs: defAlgs},
@@ -182,44 +159,40 @@ func TestDecide(t *testing.T) {
 		{name: "missing max-forwards", pol: snap, src: listed, raw: dropLine(rawRequest("INVITE", "sip:100@t1.example.org"), "Max-Forwards"), verdict: acl.VerdictMalformed, reason: "Missing or Repeated Max-Forwards"},
 		{name: "cseq method mismatch", pol: snap, src: listed, raw: replace(rawRequest("INVITE", "sip:100@t1.example.org"), "CSeq: 1 INVITE", "CSeq: 1 BYE"), verdict: acl.VerdictMalformed, reason: "CSeq Method Mismatch"},
 		{name: "missing from tag", pol: snap, src: listed, raw: replace(rawRequest("INVITE", "sip:100@t1.example.org"), ";tag=fromtag1", ""), verdict: acl.VerdictMalformed, reason: "Missing From Tag"},
-		{name: "tel uri", pol: snap, src: listed, raw: rawRequest("INVITE", "tel:+4930123"), verdict: acl.VerdictMalformed, reason: "Unsupported URI Scheme"},
 		{name: "sip version", pol: snap, src: listed, raw: replace(rawRequest("INVITE", "sip:100@t1.example.org"), "SIP/2.0\r\nVia", "SIP/3.0\r\nVia"), verdict: acl.VerdictMalformed, reason: "Unsupported SIP Version"},
 		{name: "duplicate call-id", pol: snap, src: listed, raw: rawRequest("INVITE", "sip:100@t1.example.org", "Call-ID: second"), verdict: acl.VerdictMalformed, reason: "Missing or Repeated Call-ID"},
-		{name: "inbound-only trunk", pol: &fakePolicy{
-			domains: map[string]acl.TrunkID{"in.example.org": "in"},
-			sources: map[netip.Addr]acl.TrunkID{listed: "in"},
-			trunks:  map[acl.TrunkID]*acl.TrunkPolicy{"in": {ID: "in", Enabled: true, HasACL: true, Direction: acl.DirectionInbound}}},
-			src: listed, raw: rawRequest("INVITE", "sip:1@in.example.org"), verdict: acl.VerdictTrunkDisabled, trunk: "in"},
-		{name: "fake: domain names a trunk the policy lacks", pol: &fakePolicy{domains: map[string]acl.TrunkID{"ghost.example.org": "ghost"}},
-			src: listed, raw: rawRequest("INVITE", "sip:100@ghost.example.org"), verdict: acl.VerdictChallenge, algs: defAlgs},
-		{name: "fake: listed IP on a trunk without ACL flag stays unlisted", pol: &fakePolicy{
-			sources: map[netip.Addr]acl.TrunkID{listed: "x"},
-			trunks:  map[acl.TrunkID]*acl.TrunkPolicy{"x": {ID: "x", Enabled: true, HasACL: false}}},
-			src: listed, raw: rawRequest("INVITE", "sip:service@127.0.0.1"), verdict: acl.VerdictNoCredential, trunk: "x"},
+		{name: "inbound-only trunk", pol: inbound, src: listed, raw: rawRequest("INVITE", "sip:1@in.example.org"), verdict: acl.VerdictTrunkDisabled, trunk: "in"},
+		{name: "tel uri: 416", pol: snap, src: listed, raw: rawRequest("INVITE", "tel:+4930123"), verdict: acl.VerdictMalformed, reason: "Unsupported URI Scheme", code: 416},
+		{name: "Date in GMT passes", pol: snap, src: listed, raw: rawRequest("INVITE", "sip:100@t1.example.org", "Date: Thu, 21 Feb 2002 13:02:03 GMT"), verdict: acl.VerdictAllowIP, trunk: "t1"},
+		{name: "Date not in GMT: 400", pol: snap, src: listed, raw: rawRequest("INVITE", "sip:100@t1.example.org", "Date: Thu, 21 Feb 2002 13:02:03 PST"), verdict: acl.VerdictMalformed, reason: "Date Not In GMT", code: 400},
+		{name: "Date unparsable: 400", pol: snap, src: listed, raw: rawRequest("INVITE", "sip:100@t1.example.org", "Date: yesterday GMT"), verdict: acl.VerdictMalformed, reason: "Bad Date", code: 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := parseReq(t, tc.raw, netip.AddrPortFrom(tc.src, 5099).String())
 			d := decide(tc.pol, netip.AddrPortFrom(tc.src, 5099), req, auth, defAlgs)
-			if d.verdict != tc.verdict {
-				t.Fatalf("verdict %v, want %v (digest %v, reason %q)", d.verdict, tc.verdict, d.digest, d.reason)
+			if d.Verdict != tc.verdict {
+				t.Fatalf("verdict %v, want %v (digest %v, reason %q)", d.Verdict, tc.verdict, d.Digest, d.reason)
+			}
+			if tc.code != 0 && d.code != tc.code {
+				t.Errorf("code %d, want %d", d.code, tc.code)
 			}
 			if d.trunkID() != tc.trunk {
 				t.Errorf("trunk %q, want %q", d.trunkID(), tc.trunk)
 			}
-			if d.digest != tc.digest {
-				t.Errorf("digest %v, want %v", d.digest, tc.digest)
+			if d.Digest != tc.digest {
+				t.Errorf("digest %v, want %v", d.Digest, tc.digest)
 			}
-			if tc.algs != nil && strings.Join(d.algs, ",") != strings.Join(tc.algs, ",") {
-				t.Errorf("algorithms %v, want %v", d.algs, tc.algs)
+			if tc.algs != nil && strings.Join(d.Algorithms, ",") != strings.Join(tc.algs, ",") {
+				t.Errorf("algorithms %v, want %v", d.Algorithms, tc.algs)
 			}
 			if d.reason != tc.reason {
 				t.Errorf("reason %q, want %q", d.reason, tc.reason)
 			}
-			if d.user != tc.user {
-				t.Errorf("user %q, want %q", d.user, tc.user)
+			if d.User != tc.user {
+				t.Errorf("user %q, want %q", d.User, tc.user)
 			}
-			if (d.verdict == acl.VerdictAllowDigest) != (d.cred != nil) {
-				t.Errorf("credential %v with verdict %v", d.cred, d.verdict)
+			if (d.Verdict == acl.VerdictAllowDigest) != (d.Credential != nil) {
+				t.Errorf("credential %v with verdict %v", d.Credential, d.Verdict)
 			}
 		})
 	}
@@ -292,7 +265,7 @@ func TestDecideAllocatesNothing(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				v = decide(snap, src, req, auth, algs).verdict
+				v = decide(snap, src, req, auth, algs).Verdict
 			})
 			if v != tc.want {
 				t.Fatalf("verdict %v, want %v", v, tc.want)

@@ -17,6 +17,7 @@ type dialogTable struct {
 	seed   maphash.Seed
 	n      atomic.Int64
 	shards [dialogShards]dialogShard
+	gone   tombstones
 }
 
 const (
@@ -33,12 +34,12 @@ type dialogShard struct {
 // concurrency count (released when the entry goes: BYE, timeout, replacement).
 type dialogEntry struct {
 	expires int64 // unix ns
-	pbx, up flow
+	grant   dialogGrant
 	slot    *capSlot
 }
 
 func newDialogTable() *dialogTable {
-	t := &dialogTable{seed: maphash.MakeSeed()}
+	t := &dialogTable{seed: maphash.MakeSeed(), gone: newTombstones(maxTombstones)}
 	for i := range t.shards {
 		t.shards[i].m = map[string]dialogEntry{}
 	}
@@ -53,7 +54,7 @@ func (t *dialogTable) shard(key string) *dialogShard {
 
 // add records a dialog, which then owns slot; false when the table is full (the caller
 // keeps the slot).
-func (t *dialogTable) add(key string, expires time.Time, pbx, up flow, slot *capSlot) bool {
+func (t *dialogTable) add(key string, expires time.Time, g dialogGrant, slot *capSlot) bool {
 	sh := t.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -65,8 +66,25 @@ func (t *dialogTable) add(key string, expires time.Time, pbx, up flow, slot *cap
 	} else if old.slot != slot {
 		old.slot.release()
 	}
-	sh.m[key] = dialogEntry{expires: expires.UnixNano(), pbx: pbx, up: up, slot: slot}
+	sh.m[key] = dialogEntry{expires: expires.UnixNano(), grant: g, slot: slot}
 	return true
+}
+
+// renew extends a dialog's life (a re-INVITE was answered), recording it when this node
+// did not know it yet (routed by token after a restart or through another node).
+func (t *dialogTable) renew(key string, expires time.Time, g dialogGrant) {
+	sh := t.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e, ok := sh.m[key]; ok {
+		e.expires = expires.UnixNano()
+		sh.m[key] = e
+		return
+	}
+	if t.n.Load() < maxDialogs {
+		t.n.Add(1)
+		sh.m[key] = dialogEntry{expires: expires.UnixNano(), grant: g}
+	}
 }
 
 func (t *dialogTable) get(key string, now time.Time) (dialogEntry, bool) {
@@ -77,7 +95,13 @@ func (t *dialogTable) get(key string, now time.Time) (dialogEntry, bool) {
 	return e, ok && e.expires > now.UnixNano()
 }
 
-func (t *dialogTable) remove(key string) {
+// end records that the dialog is over (its BYE was answered or timed out, or the edge
+// hung it up): the entry goes, with the call's hold on its trunk's concurrency count, and
+// the dialog's route token is refused from now on (see ended).
+func (t *dialogTable) end(key string) {
+	if key == "" {
+		return
+	}
 	sh := t.shard(key)
 	sh.mu.Lock()
 	if e, ok := sh.m[key]; ok {
@@ -86,16 +110,13 @@ func (t *dialogTable) remove(key string) {
 		e.slot.release()
 	}
 	sh.mu.Unlock()
+	t.gone.add(maphash.String(t.seed, key))
 }
 
-// releaseSlot ends the dialog's hold on its trunk's concurrency count, keeping the entry.
-func (t *dialogTable) releaseSlot(key string) {
-	sh := t.shard(key)
-	sh.mu.Lock()
-	if e, ok := sh.m[key]; ok {
-		e.slot.release()
-	}
-	sh.mu.Unlock()
+// ended reports whether the dialog ended on this node (within the memory of the bounded
+// tombstone set).
+func (t *dialogTable) ended(key string) bool {
+	return key != "" && t.gone.has(maphash.String(t.seed, key))
 }
 
 func (t *dialogTable) sweep(now time.Time) {
@@ -135,4 +156,45 @@ func (s *Server) sweepDialogs(ctx context.Context) {
 			s.dlg.sweep(now)
 		}
 	}
+}
+
+// maxTombstones bounds the memory of ended dialogs (8 bytes of hash and ~16 of map entry
+// each: about 6 MiB). Past it the oldest are forgotten first; a forgotten dialog's token
+// then works again only from its own PBX's address while its trunk takes calls, until
+// the token expires.
+const maxTombstones = 1 << 18
+
+// tombstones is a bounded FIFO set of ended dialogs' key hashes. Safe for concurrent use.
+type tombstones struct {
+	mu   sync.Mutex
+	m    map[uint64]struct{}
+	ring []uint64
+	next int
+}
+
+func newTombstones(capacity int) tombstones {
+	return tombstones{m: make(map[uint64]struct{}), ring: make([]uint64, 0, min(capacity, 1024)), next: 0}
+}
+
+func (g *tombstones) add(h uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.m[h]; ok {
+		return
+	}
+	if len(g.ring) < maxTombstones {
+		g.ring = append(g.ring, h)
+	} else {
+		delete(g.m, g.ring[g.next])
+		g.ring[g.next] = h
+		g.next = (g.next + 1) % maxTombstones
+	}
+	g.m[h] = struct{}{}
+}
+
+func (g *tombstones) has(h uint64) bool {
+	g.mu.Lock()
+	_, ok := g.m[h]
+	g.mu.Unlock()
+	return ok
 }

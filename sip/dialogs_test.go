@@ -15,9 +15,9 @@ func TestDialogSweepReleasesExpired(t *testing.T) {
 	pbx := flow{tp: "UDP", addr: ap("127.0.0.2:5060")}
 	up := flow{tp: "UDP", addr: ap("127.0.0.1:5080")}
 
-	tbl.add("gone-1", now.Add(-time.Second), pbx, up, slot())
-	tbl.add("gone-2", now, pbx, up, slot()) // expiry is exclusive: gone at its instant
-	tbl.add("live", now.Add(time.Second), pbx, up, slot())
+	tbl.add("gone-1", now.Add(-time.Second), dialogGrant{pbx: pbx, up: up}, slot())
+	tbl.add("gone-2", now, dialogGrant{pbx: pbx, up: up}, slot()) // expiry is exclusive: gone at its instant
+	tbl.add("live", now.Add(time.Second), dialogGrant{pbx: pbx, up: up}, slot())
 	if tbl.len() != 3 || tc.active.Load() != 3 {
 		t.Fatalf("before: %d dialogs, %d slots", tbl.len(), tc.active.Load())
 	}
@@ -29,16 +29,16 @@ func TestDialogSweepReleasesExpired(t *testing.T) {
 	if tbl.len() != 1 || tc.active.Load() != 1 {
 		t.Fatalf("after sweep: %d dialogs, %d slots held, want 1 and 1", tbl.len(), tc.active.Load())
 	}
-	if e, ok := tbl.get("live", now); !ok || e.up != up {
+	if e, ok := tbl.get("live", now); !ok || e.grant.up != up {
 		t.Fatal("the live dialog was swept")
 	}
 
 	tbl.sweep(now) // nothing more, and no second release of a swept slot
-	tbl.remove("gone-1")
+	tbl.end("gone-1")
 	if tbl.len() != 1 || tc.active.Load() != 1 {
 		t.Fatalf("after a second sweep: %d dialogs, %d slots", tbl.len(), tc.active.Load())
 	}
-	tbl.remove("live")
+	tbl.end("live")
 	if tbl.len() != 0 || tc.active.Load() != 0 {
 		t.Fatalf("after BYE: %d dialogs, %d slots", tbl.len(), tc.active.Load())
 	}
@@ -53,14 +53,14 @@ func TestDialogReAddReleasesOldSlot(t *testing.T) {
 	f := flow{tp: "UDP", addr: ap("127.0.0.2:5060")}
 	s1 := &capSlot{tc: tc}
 	tc.active.Add(1)
-	tbl.add("k", exp, f, f, s1)
-	tbl.add("k", exp, f, f, s1) // same slot: kept
+	tbl.add("k", exp, dialogGrant{pbx: f, up: f}, s1)
+	tbl.add("k", exp, dialogGrant{pbx: f, up: f}, s1) // same slot: kept
 	if tc.active.Load() != 1 {
 		t.Fatalf("same slot re-added: %d held", tc.active.Load())
 	}
 	s2 := &capSlot{tc: tc}
 	tc.active.Add(1)
-	tbl.add("k", exp, f, f, s2)
+	tbl.add("k", exp, dialogGrant{pbx: f, up: f}, s2)
 	if tbl.len() != 1 || tc.active.Load() != 1 {
 		t.Fatalf("replaced: %d dialogs, %d slots", tbl.len(), tc.active.Load())
 	}

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/sha256"
@@ -29,33 +30,20 @@ import (
 // another source IP is refused, and "expired" is known without state. Nonce-count replay is
 // caught by a bounded in-memory cache of (nonce, cnonce) → highest nc; nodes do not share it.
 
-// digestResult is the outcome of checking the Proxy-Authorization of one request. Its
-// String is the result label of sipedge_sip_digest_total.
-type digestResult uint8
+// digestResult is acl.DigestResult under the names this package has always used.
+type digestResult = acl.DigestResult
 
 const (
-	digestNone        digestResult = iota // no Proxy-Authorization for our realm
-	digestOK                              // right answer to a fresh nonce, nc not seen before
-	digestStale                           // right answer, nonce expired
-	digestFailed                          // wrong answer, or unknown user (indistinguishable)
-	digestBadNonce                        // nonce not ours (forged, other source IP, other key/realm)
-	digestReplay                          // nonce-count not above the highest seen
-	digestMalformed                       // unparsable header or a mandatory parameter missing
-	digestUnsupported                     // other realm, algorithm not offered, qop other than auth, userhash
+	digestNone        = acl.DigestNone
+	digestOK          = acl.DigestOK
+	digestStale       = acl.DigestStale
+	digestFailed      = acl.DigestFailed
+	digestBadNonce    = acl.DigestBadNonce
+	digestReplay      = acl.DigestReplay
+	digestMalformed   = acl.DigestMalformed
+	digestUnsupported = acl.DigestUnsupported
+	digestWrongURI    = acl.DigestWrongURI
 )
-
-var digestResultNames = [...]string{
-	digestNone: "none", digestOK: "ok", digestStale: "stale", digestFailed: "failed",
-	digestBadNonce: "bad_nonce", digestReplay: "replay", digestMalformed: "malformed",
-	digestUnsupported: "unsupported",
-}
-
-func (r digestResult) String() string {
-	if int(r) < len(digestResultNames) {
-		return digestResultNames[r]
-	}
-	return "unknown"
-}
 
 // canonicalAlgorithm maps a digest algorithm name (any case) to acl.DigestMD5 or
 // acl.DigestSHA256.
@@ -372,7 +360,11 @@ type authenticator struct {
 	ttl    time.Duration
 	mac    *macPool
 	replay *ncCache
-	now    func() time.Time
+	// guard is the cluster-wide replay guard (nil: this node's cache only); guardErr
+	// counts its failures.
+	guard    ReplayGuard
+	guardErr func(error)
+	now      func() time.Time
 	// dummyHA1 stands in for the HA1 of an unknown user, so a wrong password and an
 	// unknown user cost the same work and get the same answer.
 	dummyHA1 map[string]string
@@ -452,33 +444,24 @@ func (a *authenticator) challenges(src netip.Addr, algs []string, stale bool) []
 	return out
 }
 
-// credentialSource resolves the username of a Proxy-Authorization to a credential. With
-// fixed set (the trunk's credential) only its username is known; otherwise the policy is
-// asked.
-type credentialSource struct {
-	fixed  *acl.Credential
-	policy Policy
+// VerifyDigest implements [acl.DigestVerifier] for a *sipmsg.Request.
+func (a *authenticator) VerifyDigest(msg any, src netip.Addr, fixed *acl.Credential, algs []string, lookup acl.CredentialLookup) acl.DigestAnswer {
+	req, ok := msg.(*sipmsg.Request)
+	if !ok {
+		return acl.DigestAnswer{}
+	}
+	r, user, alg, cred := a.verify(req, src, algs, fixed, lookup)
+	return acl.DigestAnswer{Result: r, User: user, Credential: cred, Algorithm: alg}
 }
 
-func (cs credentialSource) lookup(user string) *acl.Credential {
-	if cs.fixed != nil {
-		if cs.fixed.Username == user {
-			return cs.fixed
-		}
-		return nil
-	}
-	if cs.policy != nil {
-		if c, ok := cs.policy.Credential(user); ok {
-			return c
-		}
-	}
-	return nil
-}
-
-// verify checks the Proxy-Authorization headers of req for our realm against the
-// credential creds resolves. It returns the result, the username named (for logs; "" if
-// none) and the credential that matched (only with digestOK or digestStale).
-func (a *authenticator) verify(req *sipmsg.Request, src netip.Addr, algs []string, creds credentialSource) (digestResult, string, *acl.Credential) {
+// verify checks the Proxy-Authorization headers of req for our realm against fixed (the
+// trunk's credential) or, without one, the credential lookup finds for the username. The
+// answer must be for this very request: its uri is the Request-URI (RFC 7616 §3.4.6), so
+// an answer seen on the wire for one number authorises no other, and its nonce-count is
+// accepted once (per cluster with a shared replay guard). It returns the result, the
+// username named (for logs; "" if none), the answer's algorithm and the credential that
+// matched (only with digestOK or digestStale).
+func (a *authenticator) verify(req *sipmsg.Request, src netip.Addr, algs []string, fixed *acl.Credential, lookup acl.CredentialLookup) (digestResult, string, string, *acl.Credential) {
 	var (
 		pick      digestCredentials
 		found     bool
@@ -506,41 +489,49 @@ func (a *authenticator) verify(req *sipmsg.Request, src netip.Addr, algs []strin
 	if !found {
 		switch {
 		case malformed:
-			return digestMalformed, "", nil
+			return digestMalformed, "", "", nil
 		case otherRlm:
-			return digestUnsupported, "", nil
+			return digestUnsupported, "", "", nil
 		}
-		return digestNone, "", nil
+		return digestNone, "", "", nil
 	}
 	c := pick
 	user := c.Username
 	if c.Username == "" || c.Nonce == "" || c.URI == "" || c.Response == "" || c.Cnonce == "" || c.NC == "" || c.QOP == "" {
-		return digestMalformed, user, nil
+		return digestMalformed, user, "", nil
 	}
 	if !strings.EqualFold(c.QOP, "auth") || (c.Userhash != "" && !strings.EqualFold(c.Userhash, "false")) {
-		return digestUnsupported, user, nil
+		return digestUnsupported, user, "", nil
 	}
 	alg := acl.DigestMD5
 	if c.Algorithm != "" {
 		ca, ok := canonicalAlgorithm(c.Algorithm)
 		if !ok {
-			return digestUnsupported, user, nil
+			return digestUnsupported, user, "", nil
 		}
 		alg = ca
 	}
 	if !containsString(algs, alg) {
-		return digestUnsupported, user, nil
+		return digestUnsupported, user, "", nil
 	}
 	nc, ok := parseNC(c.NC)
 	if !ok {
-		return digestMalformed, user, nil
+		return digestMalformed, user, "", nil
 	}
 	valid, expired := a.checkNonce(c.Nonce, src)
 	if !valid {
-		return digestBadNonce, user, nil
+		return digestBadNonce, user, alg, nil
 	}
 
-	cred := creds.lookup(c.Username)
+	var cred *acl.Credential
+	switch {
+	case fixed != nil:
+		if fixed.Username == c.Username {
+			cred = fixed
+		}
+	case lookup != nil:
+		cred, _ = lookup.Credential(c.Username)
+	}
 	ha1, known := a.dummyHA1[alg], false
 	if cred != nil && cred.Realm == a.realm {
 		h := cred.HA1MD5
@@ -556,15 +547,99 @@ func (a *authenticator) verify(req *sipmsg.Request, src netip.Addr, algs []strin
 	lowerHexInPlace(got)
 	match := subtle.ConstantTimeCompare(want, got) == 1
 	if !match || !known {
-		return digestFailed, user, nil
+		return digestFailed, user, alg, nil
+	}
+	if !sameURI(c.URI, &req.Recipient) {
+		return digestWrongURI, user, alg, nil
 	}
 	if expired {
-		return digestStale, user, cred
+		return digestStale, user, alg, cred
 	}
-	if !a.replay.use(c.Nonce, c.Cnonce, nc) {
-		return digestReplay, user, nil
+	if !a.replay.use(c.Nonce, c.Cnonce, nc) || !a.firstUse(c.Nonce, c.Cnonce, nc) {
+		return digestReplay, user, alg, nil
 	}
-	return digestOK, user, cred
+	return digestOK, user, alg, cred
+}
+
+// firstUse asks the cluster-wide replay guard, when there is one, whether this
+// nonce-count of (nonce, cnonce) is used for the first time in the cluster. A guard that
+// cannot answer (store down) leaves the node's own cache as the only check: the call is
+// not refused for the store's sake, and the failure is counted.
+func (a *authenticator) firstUse(nonce, cnonce string, nc uint32) bool {
+	if a.guard == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), replayGuardTimeout)
+	defer cancel()
+	first, err := a.guard.FirstUse(ctx, replayKey(nonce, cnonce, nc), a.ttl+maxClockSkew)
+	if err != nil {
+		if a.guardErr != nil {
+			a.guardErr(err)
+		}
+		return true
+	}
+	return first
+}
+
+// replayGuardTimeout bounds the wait for the cluster-wide replay guard.
+const replayGuardTimeout = 250 * time.Millisecond
+
+// replayKey names one nonce-count of one (nonce, cnonce) in the replay guard.
+func replayKey(nonce, cnonce string, nc uint32) string {
+	return nonce + ":" + cnonce + ":" + strconv.FormatUint(uint64(nc), 16)
+}
+
+// ReplayGuard is a set shared by every node of a cluster that remembers the digest
+// nonce-counts already accepted, so a captured answer replayed to another node is refused
+// too (DESIGN §4: a nonce-count is accepted once per cluster). In Redis mode it is one
+// SET NX with the nonce's lifetime as TTL.
+type ReplayGuard interface {
+	// FirstUse records key and reports whether it was not recorded before.
+	FirstUse(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}
+
+// sameURI reports whether the digest uri names the Request-URI (RFC 7616 §3.4.6),
+// compared as RFC 3261 §19.1.4 compares SIP URIs: scheme and host case-insensitively, user
+// exactly, an absent port as the scheme's default, and the user, transport, maddr, method
+// and ttl parameters (present in either) equal.
+func sameURI(raw string, ruri *sipmsg.Uri) bool {
+	if len(raw) > 2048 {
+		return false
+	}
+	var u sipmsg.Uri
+	if err := sipmsg.ParseUri(raw, &u); err != nil {
+		return false
+	}
+	if !strings.EqualFold(u.Scheme, ruri.Scheme) || u.User != ruri.User || u.Password != ruri.Password ||
+		!strings.EqualFold(strings.Trim(u.Host, "[]"), strings.Trim(ruri.Host, "[]")) ||
+		uriPort(&u) != uriPort(ruri) {
+		return false
+	}
+	for _, k := range [...]string{"user", "transport", "maddr", "method", "ttl"} {
+		a, aok := uriParam(&u, k)
+		b, bok := uriParam(ruri, k)
+		if aok != bok || !strings.EqualFold(a, b) {
+			return false
+		}
+	}
+	return true
+}
+
+func uriPort(u *sipmsg.Uri) int {
+	if u.Port != 0 {
+		return u.Port
+	}
+	if strings.EqualFold(u.Scheme, "sips") {
+		return 5061
+	}
+	return 5060
+}
+
+func uriParam(u *sipmsg.Uri, k string) (string, bool) {
+	if u.UriParams == nil {
+		return "", false
+	}
+	return u.UriParams.Get(k)
 }
 
 // parseNC accepts exactly 8 hex digits, not all zero (RFC 7616 §3.4).

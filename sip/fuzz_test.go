@@ -91,7 +91,7 @@ func FuzzDecide(f *testing.F) {
 		req.SetTransport("UDP")
 		d := decide(snap, src, req, auth, algs)
 		listed := src.Addr() == aa("127.0.0.2")
-		switch d.verdict {
+		switch d.Verdict {
 		case acl.VerdictAllowIP:
 			if !listed {
 				t.Fatalf("unlisted %v allowed by IP", src)
@@ -101,7 +101,7 @@ func FuzzDecide(f *testing.F) {
 				t.Fatalf("allowed by digest without a valid answer:\n%s", raw)
 			}
 		}
-		if d.verdict.Allowed() && validateRequest(req) != "" {
+		if d.Verdict.Allowed() && validateRequest(req) != "" {
 			t.Fatalf("malformed request allowed: %s", validateRequest(req))
 		}
 	})

@@ -64,8 +64,8 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 		// sends the 487 and fires the transaction's OnCancel (see relay).
 		s.respond(tx, req, src, sipmsg.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
 	default:
-		if reason := validateRequest(req); reason != "" {
-			s.reject400(tx, req, src, reason)
+		if code, reason := s.screen(req); code != 0 {
+			s.respond(tx, req, src, code, reason)
 			return
 		}
 		if toTag != "" {
@@ -83,15 +83,6 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	}
 }
 
-// recordHit counts the ACL entry that let src in for trunk t.
-func (s *Server) recordHit(pol Policy, t *acl.TrunkPolicy, src netip.Addr) {
-	if m, ok := pol.(entryMatcher); ok {
-		if aclUUID, entryID, ok := m.MatchedEntry(t.ID, src.Unmap()); ok {
-			s.hits.Record(t.Account, aclUUID, entryID)
-		}
-	}
-}
-
 // onInvite judges an out-of-dialog INVITE and answers or relays it.
 func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, tp string) {
 	var (
@@ -100,51 +91,54 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 	)
 	switch {
 	case s.draining.Load():
-		d.verdict = acl.VerdictDraining
+		d.Verdict = acl.VerdictDraining
 	case s.pending.Load() >= int64(s.cfg.MaxPendingTransactions):
-		d.verdict = acl.VerdictCapExceeded
+		d.Verdict = acl.VerdictCapExceeded
 		s.m.drop(dropOverload)
 	default:
 		start := time.Now()
-		pol := s.policy()
-		d = decide(pol, src, req, s.auth, s.cfg.DigestAlgorithms)
+		d = s.decide(s.policy(), src, req)
 		s.m.decisionSeconds(time.Since(start).Seconds())
-		s.m.digestResult(d.digest)
+		s.m.digestResult(d.Digest)
 		if reason := failureReason(&d); reason != "" {
 			s.bans.failure(src.Addr(), reason)
 		}
-		if d.verdict == acl.VerdictAllowDigest {
+		if d.Verdict == acl.VerdictAllowDigest {
 			s.authed.add(sourceKey(src.Addr().Unmap()))
 		}
-		if d.verdict == acl.VerdictAllowIP && s.hits != nil {
-			s.recordHit(pol, d.trunk, src.Addr())
+		if d.Verdict == acl.VerdictAllowIP && s.hits != nil && d.EntryID != "" {
+			s.hits.Record(d.Trunk.Account, d.EntryACL, d.EntryID)
 		}
-		if d.verdict.Allowed() {
-			slot, d.capKind = s.caps.admit(d.trunk)
+		if d.Verdict.Allowed() {
+			slot, d.capKind = s.caps.admit(d.Trunk)
 			if d.capKind != "" {
-				d.verdict = acl.VerdictCapExceeded
+				d.Verdict = acl.VerdictCapExceeded
 				s.m.capRejected(d.capKind)
 			}
 		}
 	}
-	s.m.invite(d.trunkID(), d.verdict, tp)
+	s.m.invite(d.trunkID(), d.Verdict, tp)
 	s.logDecision(&d, req, src, tp)
 
-	switch d.verdict {
+	switch d.Verdict {
 	case acl.VerdictAllowIP, acl.VerdictAllowDigest:
 		s.relayInvite(req, tx, src, &d, slot)
 	case acl.VerdictChallenge:
-		s.challenge407(tx, req, src, d.algs, false)
+		s.challenge407(tx, req, src, d.Algorithms, false)
 	case acl.VerdictStale:
-		s.challenge407(tx, req, src, d.algs, true)
+		s.challenge407(tx, req, src, d.Algorithms, true)
 	case acl.VerdictAuthFailed:
 		// DESIGN §4.5: credentials that are not valid get fresh challenges, like none at
 		// all (RFC 3261 §22.3), so a typo can be corrected; repeated failures ban the source.
-		s.challenge407(tx, req, src, d.algs, false)
+		s.challenge407(tx, req, src, d.Algorithms, false)
 	case acl.VerdictNoCredential, acl.VerdictTrunkDisabled:
 		s.reject403(tx, req, src)
-	case acl.VerdictMalformed:
-		s.reject400(tx, req, src, d.reason)
+	case acl.VerdictMalformed, acl.VerdictLoop:
+		if d.code != 0 && d.code != sipmsg.StatusBadRequest {
+			s.respond(tx, req, src, d.code, d.reason)
+		} else {
+			s.reject400(tx, req, src, d.reason)
+		}
 	case acl.VerdictTooManyHops:
 		s.tooManyHops483(tx, req, src)
 	case acl.VerdictCapExceeded:
@@ -168,9 +162,9 @@ func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src 
 // those.
 func failureReason(d *decision) string {
 	switch {
-	case d.verdict == acl.VerdictAuthFailed, d.digest == digestMalformed:
+	case d.Verdict == acl.VerdictAuthFailed, d.Digest == digestMalformed:
 		return BanReasonDigest
-	case d.verdict == acl.VerdictNoCredential, d.verdict == acl.VerdictTrunkDisabled:
+	case d.Verdict == acl.VerdictNoCredential, d.Verdict == acl.VerdictTrunkDisabled:
 		return BanReasonUnknownTrunk
 	}
 	return ""
@@ -197,7 +191,7 @@ var acceptSDP = sipmsg.NewHeader("Accept", "application/sdp")
 // server transaction and are hop-by-hop. An ACK that cannot be routed is dropped (an
 // ACK gets no response).
 func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
-	if validateRequest(req) != "" || req.MaxForwards().Val() == 0 {
+	if code, _ := s.screen(req); code != 0 || req.MaxForwards().Val() == 0 {
 		s.m.drop(dropAck)
 		return
 	}
@@ -206,7 +200,7 @@ func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
 		s.m.drop(dropAck)
 		return
 	}
-	fw := s.buildForward(req, src, rt.next, nil, rt.skip, rt.ruri)
+	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
 	if err := s.writeStateless(fw); err != nil {
 		s.m.drop(dropAck)
 		s.log.Debug().Err(err).Str("call_id", callIDOf(req)).Msg("forward ACK failed")
@@ -236,10 +230,10 @@ func (s *Server) onInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, sr
 		s.unavailable503(tx, req, src)
 		return
 	}
-	fw := s.buildForward(req, src, rt.next, nil, rt.skip, rt.ruri)
+	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
 	s.pending.Add(1)
 	defer s.pending.Add(-1)
-	s.relay(req, tx, src, fw, relayInfo{dialog: dialogKey(callIDOf(req), rt.fromTag)})
+	s.relay(req, tx, src, fw, relayInfo{dialog: rt.dialog, grant: rt.grant})
 }
 
 // --- one function per outcome -------------------------------------------------------
@@ -307,16 +301,16 @@ func (s *Server) timeout408(tx sipmsg.ServerTransaction, req *sipmsg.Request, sr
 // outcomes (allowed, first challenge, stale) are only counted. Never logs credentials or
 // digest responses.
 func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPort, tp string) {
-	switch d.verdict {
+	switch d.Verdict {
 	case acl.VerdictAuthFailed, acl.VerdictNoCredential, acl.VerdictTrunkDisabled,
-		acl.VerdictMalformed, acl.VerdictTooManyHops:
+		acl.VerdictMalformed, acl.VerdictTooManyHops, acl.VerdictLoop:
 	case acl.VerdictChallenge:
-		if d.digest != digestReplay && d.digest != digestBadNonce {
+		if d.Digest != digestReplay && d.Digest != digestBadNonce {
 			return
 		}
 	case acl.VerdictNotReady, acl.VerdictDraining, acl.VerdictCapExceeded:
 		if e := s.log.Debug(); e.Enabled() {
-			e.Str("src", src.String()).Str("verdict", d.verdict.String()).Str("trunk", string(d.trunkID())).
+			e.Str("src", src.String()).Str("verdict", d.Verdict.String()).Str("trunk", string(d.trunkID())).
 				Str("cap", d.capKind).Str("call_id", clip(callIDOf(req))).Msg("INVITE refused")
 		}
 		return
@@ -328,16 +322,16 @@ func (s *Server) logDecision(d *decision, req *sipmsg.Request, src netip.AddrPor
 		return
 	}
 	e = e.Str("event", "sip_denied").Str("src", src.String()).Str("trunk", string(d.trunkID())).
-		Str("verdict", d.verdict.String()).Str("call_id", clip(callIDOf(req))).
+		Str("verdict", d.Verdict.String()).Str("call_id", clip(callIDOf(req))).
 		Str("user_agent", clip(userAgentOf(req))).Str("transport", tp)
-	if d.version != 0 {
-		e = e.Uint64("snapshot_version", d.version)
+	if d.Version != 0 {
+		e = e.Uint64("snapshot_version", d.Version)
 	}
-	if d.user != "" {
-		e = e.Str("user", clip(d.user))
+	if d.User != "" {
+		e = e.Str("user", clip(d.User))
 	}
-	if d.digest != digestNone {
-		e = e.Str("digest", d.digest.String())
+	if d.Digest != digestNone {
+		e = e.Str("digest", d.Digest.String())
 	}
 	if d.reason != "" {
 		e = e.Str("reason", d.reason)

@@ -91,8 +91,8 @@ func TestHandlerVerdicts(t *testing.T) {
 			t.Fatalf("got %d %s", res.StatusCode, res.Reason)
 		}
 		ch := headerValues(res, "Proxy-Authenticate")
-		if len(ch) != 2 || !strings.Contains(ch[0], "algorithm=MD5") || !strings.Contains(ch[1], "algorithm=SHA-256") {
-			t.Fatalf("challenges %q: want MD5 then SHA-256", ch)
+		if len(ch) != 1 || !strings.Contains(ch[0], "algorithm=MD5") {
+			t.Fatalf("challenges %q: want one, MD5 (the default: UAs such as baresip give up on an algorithm they do not know)", ch)
 		}
 		for _, c := range ch {
 			if !strings.Contains(c, `qop="auth"`) || !strings.Contains(c, `realm="sipedge"`) || strings.Contains(c, "stale") {
@@ -110,7 +110,7 @@ func TestHandlerVerdicts(t *testing.T) {
 		pa := digestFor(t, old, aa("127.0.0.9"), acl.DigestMD5, testUser, testPassword, 1)
 		res := lastCode(t, serve(t, s, rawRequest("INVITE", "sip:service@127.0.0.1:5060", pa), unlisted))
 		ch := headerValues(res, "Proxy-Authenticate")
-		if res.StatusCode != 407 || len(ch) != 2 || !strings.Contains(ch[0], "stale=true") {
+		if res.StatusCode != 407 || len(ch) != 1 || !strings.Contains(ch[0], "stale=true") {
 			t.Fatalf("got %d %q", res.StatusCode, ch)
 		}
 	})
@@ -126,7 +126,7 @@ func TestHandlerVerdicts(t *testing.T) {
 			pa := digestFor(t, s.auth, aa("127.0.0.9"), acl.DigestMD5, tc.user, tc.pass, 1)
 			res := lastCode(t, serve(t, s, rawRequest("INVITE", "sip:service@127.0.0.1:5060", pa), unlisted))
 			ch := headerValues(res, "Proxy-Authenticate")
-			if res.StatusCode != 407 || len(ch) != 2 || strings.Contains(ch[0], "stale") || len(res.Body()) != 0 {
+			if res.StatusCode != 407 || len(ch) != 1 || strings.Contains(ch[0], "stale") || len(res.Body()) != 0 {
 				t.Fatalf("got %d %s %q", res.StatusCode, res.Reason, ch)
 			}
 			shapes = append(shapes, responseShape(res))

@@ -47,6 +47,11 @@ func testDataset(upstream string) *acl.Dataset {
 			UUID: "cred-1", Name: "pbx-cred", Username: testUser, Realm: testRealm,
 			HA1MD5:    ha1(acl.DigestMD5, testUser, testRealm, testPassword),
 			HA1SHA256: ha1(acl.DigestSHA256, testUser, testRealm, testPassword),
+		}, {
+			// t4's own: a credential serves one call-taking trunk (DESIGN §4 step 4).
+			UUID: "cred-4", Name: "sha-cred", Username: "shauser", Realm: testRealm,
+			HA1MD5:    ha1(acl.DigestMD5, "shauser", testRealm, testPassword),
+			HA1SHA256: ha1(acl.DigestSHA256, "shauser", testRealm, testPassword),
 		}},
 		Trunks: []acl.Trunk{
 			{ID: "t1", Name: "t1", Direction: acl.DirectionOutbound, Status: acl.TrunkEnabled,
@@ -56,7 +61,7 @@ func testDataset(upstream string) *acl.Dataset {
 			{ID: "t3", Name: "t3", Direction: acl.DirectionOutbound, Status: acl.TrunkEnabled,
 				Domain: "t3.example.org"},
 			{ID: "t4", Name: "t4", Direction: acl.DirectionOutbound, Status: acl.TrunkEnabled,
-				Domain: "t4.example.org", CredentialUUID: "cred-1", DigestAlgorithms: []string{"SHA-256"}},
+				Domain: "t4.example.org", CredentialUUID: "cred-4", DigestAlgorithms: []string{"SHA-256"}},
 		},
 	}
 }

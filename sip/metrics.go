@@ -47,6 +47,8 @@ const (
 	dropDialRefused   = "dial_refused"   // sipgo tried to connect somewhere on its own
 	dropDialogsFull   = "dialogs_full"   // dialog table at its cap (call relayed, not tracked)
 	dropBanned        = "banned"         // request or connection from a banned source
+	dropCancelSource  = "cancel_source"  // CANCEL for an INVITE another address sent
+	dropReplayGuard   = "replay_guard"   // the cluster-wide replay guard failed (node cache decided)
 )
 
 // Results of sipedge_sip_proxy_protocol_total: what became of a TCP connection's PROXY

@@ -330,8 +330,9 @@ func (u *uac) call(alg, user, pass string) (*sipmsg.Response, *sipmsg.Request, [
 type uas struct {
 	*peer
 	invites, reinvites, acks, byes, cancels atomic.Int32
-	ring                                    atomic.Int64 // ns before answering 200
-	silent                                  atomic.Bool  // never answer
+	lastRe                                  *sipmsg.Request // the last re-INVITE (under mu)
+	ring                                    atomic.Int64    // ns before answering 200
+	silent                                  atomic.Bool     // never answer
 	mu                                      sync.Mutex
 	seen                                    []*sipmsg.Request // initial INVITEs as received
 	lastBye                                 atomic.Pointer[sipmsg.Request]
@@ -369,6 +370,9 @@ func (u *uas) answer(req *sipmsg.Request, code int, reason string, body []byte) 
 func (u *uas) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	if to := req.To(); to != nil && tagOf(to.Params) != "" { // re-INVITE
 		u.reinvites.Add(1)
+		u.mu.Lock()
+		u.lastRe = req
+		u.mu.Unlock()
 		tx.Respond(u.answer(req, 200, "OK", []byte(testSDP)))
 		return
 	}

@@ -19,10 +19,10 @@ func noBuild(*sipgo.Client, *sipmsg.Request) error { return nil }
 
 // relayInfo says what a relayed transaction means for the dialog table.
 type relayInfo struct {
-	initial bool     // the dialog-creating INVITE
-	dialog  string   // dialog table key (Call-ID + original From tag)
-	pbx, up flow     // both ends (initial INVITE only)
-	slot    *capSlot // the call's hold on its trunk's concurrency count (initial INVITE)
+	initial bool        // the dialog-creating INVITE
+	dialog  string      // dialog table key (Call-ID + original From tag); "" when no verified dialog
+	grant   dialogGrant // both ends and the trunk (initial INVITE, and verified in-dialog requests)
+	slot    *capSlot    // the call's hold on its trunk's concurrency count (initial INVITE)
 }
 
 // relayInvite forwards an allowed out-of-dialog INVITE to its trunk's upstream with our
@@ -37,8 +37,8 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 		}
 	}()
 	raw := s.cfg.Upstream
-	if d.trunk != nil && d.trunk.Upstream != "" {
-		raw = d.trunk.Upstream
+	if d.Trunk != nil && d.Trunk.Upstream != "" {
+		raw = d.Trunk.Upstream
 	}
 	hop, err := s.ups.get(s.runCtx, raw)
 	if err != nil {
@@ -50,7 +50,9 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 	callID := callIDOf(req)
 	fromTag := tagOf(req.From().Params)
 	pbx := flow{tp: req.Transport(), addr: src}
-	tok := s.rr.token(callID, fromTag, pbx, hop.flow)
+	now := time.Now()
+	grant := dialogGrant{pbx: pbx, up: hop.flow, trunk: d.trunkID(), issued: now, expires: now.Add(s.cfg.DialogTimeout)}
+	tok := s.rr.token(callID, fromTag, grant)
 	// RFC 5658 double Record-Route when the transports differ: the upstream-facing entry
 	// on top (the callee routes to it), the PBX-facing one below (the caller routes to it).
 	rrs := make([]sipmsg.Header, 0, 2)
@@ -58,34 +60,58 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 		rrs = append(rrs, s.adv.recordRoute(tok, hop.flow.tp))
 	}
 	rrs = append(rrs, s.adv.recordRoute(tok, pbx.tp))
-	fw := s.buildForward(req, src, hop.flow, rrs, 0, &hop.spec)
+	fw := s.buildForward(req, src, hop.flow, forwardOpts{rrs: rrs, dropRoutes: true, ruri: &hop.spec, initial: d})
 
 	s.invites.Add(1)
 	defer s.invites.Add(-1)
 	s.pending.Add(1)
 	defer s.pending.Add(-1)
-	s.relay(req, tx, src, fw, relayInfo{initial: true, dialog: dialogKey(callID, fromTag), pbx: pbx, up: hop.flow, slot: slot})
+	if branch := viaBranch(req); branch != "" {
+		s.cancels.put(branch, src.Addr())
+		defer s.cancels.del(branch)
+	}
+	s.relay(req, tx, src, fw, relayInfo{initial: true, dialog: dialogKey(callID, fromTag), grant: grant, slot: slot})
+}
+
+// forwardOpts says how buildForward changes a request on its way.
+type forwardOpts struct {
+	rrs        []sipmsg.Header // our Record-Route(s), initial INVITE only
+	skipRoutes int             // our own Route headers on top, removed (loose routing)
+	dropRoutes bool            // remove every Route: towards the upstream the edge alone picks the hop
+	ruri       *upstreamSpec   // non-nil: Request-URI host:port rewritten to the upstream's
+	// initial is the decision of an initial INVITE from a PBX: the request crosses the
+	// trust boundary towards the core (DESIGN §4): maddr and identity headers the PBX may
+	// not assert are removed, and the edge's own X-Sipedge-* headers added.
+	initial *decision
 }
 
 // buildForward builds the request to send to the next hop. It is a deep-enough copy of
 // req (sipgo's Clone shares Max-Forwards and freezes the destination, notes traps 1-2):
 //   - our Via on top (built by hand, trap 8), received/rport stamped on the sender's Via;
-//   - rrs inserted above the first existing Record-Route (else below the Vias);
-//   - the first skipRoutes Route headers (ours) removed (loose routing);
+//   - o.rrs inserted above the first existing Record-Route (else below the Vias);
+//   - our Route headers removed (loose routing), and every Route with o.dropRoutes;
 //   - a new Max-Forwards, one lower;
 //   - every Proxy-Authorization removed, whatever its spelling (trap 10);
-//   - ruri != nil: Request-URI host:port rewritten to the upstream's;
+//   - o.ruri != nil: Request-URI host:port rewritten to the upstream's;
+//   - o.initial != nil: maddr, P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID
+//     and the configured identity-header prefixes removed, X-Sipedge-* added;
 //   - transport, destination and (UDP only, traps 5-6) the listener as local address set.
-func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow, rrs []sipmsg.Header, skipRoutes int, ruri *upstreamSpec) *sipmsg.Request {
+func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow, o forwardOpts) *sipmsg.Request {
 	fw := sipmsg.NewRequest(req.Method, req.Recipient)
 	fw.SipVersion = req.SipVersion
-	if ruri != nil {
-		fw.Recipient.Host = ruri.host
-		fw.Recipient.Port = ruri.port
+	if o.ruri != nil || (o.initial != nil && hasURIParam(&req.Recipient, "maddr")) {
+		fw.Recipient = *req.Recipient.Clone()
+	}
+	if o.initial != nil && fw.Recipient.UriParams != nil {
+		fw.Recipient.UriParams.Remove("maddr") // the edge alone picks the hop
+	}
+	if o.ruri != nil {
+		fw.Recipient.Host = o.ruri.host
+		fw.Recipient.Port = o.ruri.port
 		if fw.Recipient.UriParams != nil {
 			fw.Recipient.UriParams.Remove("transport")
 		}
-		if ruri.tp == "TCP" {
+		if o.ruri.tp == "TCP" {
 			if fw.Recipient.UriParams == nil {
 				fw.Recipient.UriParams = sipmsg.NewParams()
 			}
@@ -117,9 +143,10 @@ func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow,
 	fw.AppendHeader(via)
 
 	firstVia := true
+	skip := o.skipRoutes
 	for i, h := range hdrs {
 		if i == rrAt {
-			for _, rr := range rrs {
+			for _, rr := range o.rrs {
 				fw.AppendHeader(rr)
 			}
 		}
@@ -131,8 +158,8 @@ func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow,
 				continue
 			}
 		case *sipmsg.RouteHeader:
-			if skipRoutes > 0 {
-				skipRoutes--
+			if skip > 0 || o.dropRoutes {
+				skip--
 				continue
 			}
 		case *sipmsg.MaxForwardsHeader:
@@ -143,13 +170,19 @@ func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow,
 			if strings.EqualFold(h.Name(), "Proxy-Authorization") {
 				continue
 			}
+			if o.initial != nil && s.hdrs.untrusted(h.Name()) {
+				continue
+			}
 		}
 		fw.AppendHeader(h) // parsed headers are never mutated after parsing: sharing is safe
 	}
 	if rrAt >= len(hdrs) {
-		for _, rr := range rrs {
+		for _, rr := range o.rrs {
 			fw.AppendHeader(rr)
 		}
+	}
+	if d := o.initial; d != nil {
+		s.hdrs.add(fw, d)
 	}
 	fw.SetBody(req.Body()) // adds Content-Length when the sender left it out (UDP)
 	fw.SetTransport(out.tp)
@@ -158,6 +191,11 @@ func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow,
 		fw.Laddr = s.laddrUDP
 	}
 	return fw
+}
+
+func hasURIParam(u *sipmsg.Uri, k string) bool {
+	_, ok := uriParam(u, k)
+	return ok
 }
 
 // stampVia adds received= (and fills an empty rport, RFC 3581) to the sender's Via when
@@ -195,12 +233,6 @@ func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src net
 		return
 	}
 	isInvite := fw.IsInvite()
-	if fw.Method == sipmsg.BYE && info.dialog != "" {
-		// However the BYE ends (a timeout too), the call no longer counts against its
-		// trunk's max_concurrent; the entry itself stays for routing retries until a
-		// 2xx/481 or DialogTimeout.
-		defer s.dlg.releaseSlot(info.dialog)
-	}
 	dst := src.String()
 	toCaller := func(res *sipmsg.Response) *sipmsg.Response {
 		res.RemoveHeader("Via") // our own, top
@@ -220,7 +252,15 @@ func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src net
 		})
 		canceled = make(chan struct{})
 		var once sync.Once
-		if !tx.OnCancel(func(*sipmsg.Request) { once.Do(func() { close(canceled) }) }) {
+		if !tx.OnCancel(func(c *sipmsg.Request) {
+			// sipgo matched the CANCEL by branch alone; over UDP the read filter already
+			// refused one from another address, over TCP it is not passed upstream.
+			if cs, err := peerAddr(c); err == nil && cs.Addr().Unmap() != src.Addr().Unmap() {
+				s.m.drop(dropCancelSource)
+				return
+			}
+			once.Do(func() { close(canceled) })
+		}) {
 			once.Do(func() { close(canceled) })
 		}
 	}
@@ -273,7 +313,7 @@ func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src net
 					// The caller's CANCEL won the race (its transaction already sent 487):
 					// the call was answered upstream but cannot be delivered. End it.
 					if info.initial {
-						s.dlg.remove(info.dialog)
+						s.dlg.end(info.dialog)
 					}
 					s.m.drop(dropCanceled)
 					s.hangUpUpstream(fw, res)
@@ -285,6 +325,9 @@ func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src net
 			return
 
 		case <-clTx.Done():
+			if fw.Method == sipmsg.BYE && info.dialog != "" {
+				s.dlg.end(info.dialog) // a BYE that timed out ends the session (RFC 3261 §15.1.1)
+			}
 			if !callerGone {
 				if errors.Is(clTx.Err(), sipmsg.ErrTransactionTimeout) {
 					s.m.upstreamResponse("timeout")
@@ -335,15 +378,21 @@ func (s *Server) onFinal(fw *sipmsg.Request, res *sipmsg.Response, info relayInf
 	switch {
 	case info.initial && res.IsSuccess():
 		s.m.relayedCall()
-		if s.dlg.add(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.pbx, info.up, info.slot) {
+		if s.dlg.add(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.grant, info.slot) {
 			if info.slot != nil {
 				info.slot.handed = true
 			}
 		} else {
 			s.m.drop(dropDialogsFull)
 		}
-	case fw.Method == sipmsg.BYE && (res.IsSuccess() || res.StatusCode == sipmsg.StatusCallTransactionDoesNotExists):
-		s.dlg.remove(info.dialog)
+	case info.dialog == "":
+	case fw.IsInvite() && res.IsSuccess():
+		// A re-INVITE answered: the dialog lives on, and so does its route.
+		s.dlg.renew(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.grant)
+	case fw.Method == sipmsg.BYE && res.StatusCode != sipmsg.StatusUnauthorized && res.StatusCode != sipmsg.StatusProxyAuthRequired:
+		// Any final answer but a challenge ends the session (RFC 3261 §15.1.1), and with
+		// it the call's hold on its trunk's concurrency count.
+		s.dlg.end(info.dialog)
 	}
 }
 
@@ -461,16 +510,19 @@ type inDialogRoute struct {
 	routeTarget
 	skip int           // our Route headers on top, to remove
 	ruri *upstreamSpec // non-nil: rewrite the Request-URI (request addressed to the edge itself)
+	// dialog is the dialog table key when the request was matched to a dialog this edge
+	// set up (token or table); "" for the policy fallback, which may not end any dialog.
+	dialog string
 }
 
 // routeInDialog decides where an in-dialog request (or 2xx ACK) goes, or refuses it.
 //
 //  1. Normally its top Route is ours (one entry, two after a transport change) and carries
-//     a token that verifies for its Call-ID and tags; the token names the next hop.
+//     a token that verifies for its Call-ID and tags; the token names the next hop and
+//     what it authorised, which must still hold ([Server.grantHolds]).
 //  2. A UA that ignores Record-Route (SIPp's built-in uas, for one) makes both sides send
 //     in-dialog requests with no Route at all. Such a request is routed from this node's
-//     dialog table when Call-ID and tags match a call answered here and it comes from that
-//     call's PBX (→ upstream) or upstream (→ PBX) IP.
+//     dialog table when Call-ID and tags match a call answered here, under the same rules.
 //  3. Failing that, a request with no Route from a source IP-allowed for a trunk goes to
 //     that trunk's upstream (such a source may send INVITEs there anyway). Not for ACK:
 //     an ACK nothing else routes is one for a non-2xx answer whose (TCP) transaction is
@@ -498,34 +550,40 @@ func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialo
 	callID := callIDOf(req)
 	fromTag := tagOf(req.From().Params)
 	toTag := tagOf(req.To().Params)
+	now := time.Now()
 	if rt.skip > 0 {
 		t, ok := s.rr.check(tok, callID, fromTag, toTag)
+		if !ok {
+			return rt, false
+		}
 		rt.routeTarget = t
-		return rt, ok
+		rt.dialog = dialogKey(callID, t.fromTag)
+		return rt, s.grantHolds(req, src, &rt, now)
 	}
 	if req.Route() != nil {
 		return rt, false // routed elsewhere: we are not that hop
 	}
-	addr := src.Addr()
-	now := time.Now()
-	if e, ok := s.dlg.get(dialogKey(callID, fromTag), now); ok && e.pbx.addr.Addr() == addr {
-		rt.routeTarget = routeTarget{dir: towardsUpstream, next: e.up, fromTag: fromTag}
+	if e, ok := s.dlg.get(dialogKey(callID, fromTag), now); ok {
+		rt.routeTarget = routeTarget{dir: towardsUpstream, next: e.grant.up, fromTag: fromTag, grant: e.grant}
+		rt.dialog = dialogKey(callID, fromTag)
 		if s.isEdgeURI(&req.Recipient) {
-			rt.ruri = &upstreamSpec{host: e.up.addr.Addr().String(), port: int(e.up.addr.Port()), tp: e.up.tp}
+			rt.ruri = &upstreamSpec{host: e.grant.up.addr.Addr().String(), port: int(e.grant.up.addr.Port()), tp: e.grant.up.tp}
 		}
-		return rt, true
+		return rt, s.grantHolds(req, src, &rt, now)
 	}
-	if e, ok := s.dlg.get(dialogKey(callID, toTag), now); ok && toTag != "" && e.up.addr.Addr() == addr {
-		rt.routeTarget = routeTarget{dir: towardsPBX, next: e.pbx, fromTag: toTag}
-		return rt, true
+	if e, ok := s.dlg.get(dialogKey(callID, toTag), now); ok && toTag != "" {
+		rt.routeTarget = routeTarget{dir: towardsPBX, next: e.grant.pbx, fromTag: toTag, grant: e.grant}
+		rt.dialog = dialogKey(callID, toTag)
+		return rt, s.grantHolds(req, src, &rt, now)
 	}
-	if req.IsAck() {
+	if req.IsAck() || s.dlg.ended(dialogKey(callID, fromTag)) {
 		return rt, false
 	}
 	pol := s.policy()
 	if isNilPolicy(pol) {
 		return rt, false
 	}
+	addr := src.Addr().Unmap()
 	id, ok := pol.MatchSource(addr)
 	if !ok {
 		return rt, false
@@ -547,6 +605,47 @@ func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialo
 		rt.ruri = &hop.spec
 	}
 	return rt, true
+}
+
+// grantHolds checks what a dialog's token (or table entry) authorised against one
+// in-dialog request (DESIGN §4):
+//   - the dialog has not ended here (BYE answered) and has not expired (a re-INVITE
+//     answered through this node renews it);
+//   - towards the upstream it comes from the PBX flow's address, towards the PBX from
+//     the upstream flow's: a token seen on the wire is useless from anywhere else;
+//   - its trunk still takes calls, except for BYE, CANCEL and ACK, so calls on a trunk
+//     disabled (or deleted) since can still end.
+func (s *Server) grantHolds(req *sipmsg.Request, src netip.AddrPort, rt *inDialogRoute, now time.Time) bool {
+	g := &rt.grant
+	if s.dlg.ended(rt.dialog) {
+		return false
+	}
+	if !now.Before(g.expires) {
+		if _, alive := s.dlg.get(rt.dialog, now); !alive {
+			return false
+		}
+	}
+	addr := src.Addr().Unmap()
+	switch rt.dir {
+	case towardsUpstream:
+		if addr != g.pbx.addr.Addr() {
+			return false
+		}
+	case towardsPBX:
+		if addr != g.up.addr.Addr() {
+			return false
+		}
+	}
+	switch req.Method {
+	case sipmsg.BYE, sipmsg.CANCEL, sipmsg.ACK:
+		return true
+	}
+	pol := s.policy()
+	if isNilPolicy(pol) {
+		return false
+	}
+	t, ok := pol.Trunk(g.trunk)
+	return ok && t.TakesCalls()
 }
 
 // isEdgeURI reports whether u addresses this edge: our advertised host:port, or the

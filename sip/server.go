@@ -32,13 +32,17 @@ type Server struct {
 	rr     *routeSigner
 	ups    *upstreamCache
 	dlg    *dialogTable
-	bans   *Bans
-	hits   HitRecorder  // nil: no hit counting
-	limit  *rateLimiter // unlisted sources; nil: off
-	limitL *rateLimiter // listed sources; nil: exempt
-	caps   *trunkCaps
-	upIPs  addrSet    // resolved upstream addresses: not rate-limited
-	authed *recentSet // sources that passed digest lately: the listed sources' rate budget
+	// cancels matches CANCELs to the INVITEs being relayed by branch and source; hdrs
+	// is the trust boundary's header policy.
+	cancels *cancelTable
+	hdrs    headerPolicy
+	bans    *Bans
+	hits    HitRecorder  // nil: no hit counting
+	limit   *rateLimiter // unlisted sources; nil: off
+	limitL  *rateLimiter // listed sources; nil: exempt
+	caps    *trunkCaps
+	upIPs   addrSet    // resolved upstream addresses: not rate-limited
+	authed  *recentSet // sources that passed digest lately: the listed sources' rate budget
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -99,6 +103,8 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		rr:          newRouteSigner(cfg.NonceKey),
 		ups:         newUpstreamCache(o.resolver),
 		dlg:         newDialogTable(),
+		cancels:     newCancelTable(),
+		hdrs:        newHeaderPolicy(cfg.IdentityHeaderPrefix, cfg.StripHeaders),
 		allowHdr:    sipmsg.NewHeader("Allow", allowedMethods),
 		retryAfter:  sipmsg.NewHeader("Retry-After", strconv.Itoa(int(cfg.RetryAfter/time.Second))),
 		retryAfter1: sipmsg.NewHeader("Retry-After", "1"),
@@ -121,6 +127,14 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	}
 	s.m = m
 	s.bans = newBans(cfg, o.bans, s.listed, m, s.sec)
+	if o.replay != nil {
+		s.auth.guard, s.auth.guardErr = o.replay, func(err error) {
+			m.drop(dropReplayGuard)
+			if o.replayErr != nil {
+				o.replayErr(err)
+			}
+		}
+	}
 
 	// sipgo globals (see notes: trap 17 UDP MTU guard, 32 KiB read buffer, trap B timers).
 	if need := cfg.MaxMessageBytes + 1200; sipmsg.UDPMTUSize < need {
@@ -519,7 +533,14 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 	if string(data[:8]) == "SIP/2.0 " {
 		return data, nil
 	}
-	switch s.admitSource(netAddrPort(p.RemoteAddr).Addr()) {
+	src := netAddrPort(p.RemoteAddr).Addr()
+	if branch, ok := rawCancelBranch(data); ok && s.cancels.foreign(branch, src) {
+		// A CANCEL for an INVITE another address sent: sipgo would match it by branch
+		// alone and end that call. CANCEL matches by branch and source.
+		s.m.drop(dropCancelSource)
+		return nil, nil
+	}
+	switch s.admitSource(src) {
 	case admitBanned:
 		s.m.bannedDrop()
 		return nil, nil

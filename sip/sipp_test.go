@@ -92,12 +92,12 @@ func sippSuite(t *testing.T, sipp string, uasScenario ...string) {
 		}
 	})
 	t.Run("unlisted with MD5 digest", func(t *testing.T) {
-		if ok, failed := run(t, "digest", "127.0.0.9", "uac-auth.xml", 20, "-au", testUser, "-ap", testPassword); ok != 20 || failed != 0 {
+		if ok, failed := run(t, "digest", "127.0.0.9", "uac-auth.xml", 20, "-au", testUser, "-ap", testPassword, "-auth_uri", "service@"+target); ok != 20 || failed != 0 {
 			t.Fatalf("%d ok, %d failed", ok, failed)
 		}
 	})
 	t.Run("unlisted with a wrong password", func(t *testing.T) {
-		if ok, _ := run(t, "wrong", "127.0.0.9", "uac-auth.xml", 5, "-au", testUser, "-ap", "wrong-password"); ok != 0 {
+		if ok, _ := run(t, "wrong", "127.0.0.9", "uac-auth.xml", 5, "-au", testUser, "-ap", "wrong-password", "-auth_uri", "service@"+target); ok != 0 {
 			t.Fatalf("%d calls got through", ok)
 		}
 	})

@@ -24,12 +24,13 @@ import (
 // (whose INVITEs are relayed when acceptable) and from an unlisted source.
 
 // tortureRelayed are the messages the edge relays from a listed source. Besides the valid
-// INVITEs, three "invalid" ones are relayed on purpose: RFC 4475 says a proxy forwards
-// them and leaves the verdict to the UAS (baddate: a Date the proxy does not need;
-// invut: an unknown body type, 415 is the UAS's; sdp01: an Accept the UAS cannot meet).
-// Every other message is answered by the edge itself (400, 405, 420, 483, 200 to
-// OPTIONS) or dropped by the parser; nothing from an unlisted source is relayed.
-var tortureRelayed = []string{"invalid/baddate", "invalid/invut", "invalid/sdp01", "valid/esc01", "valid/longreq"}
+// INVITEs, two "invalid" ones are relayed on purpose: RFC 4475 says a proxy forwards
+// them and leaves the verdict to the UAS (invut: an unknown body type, 415 is the UAS's;
+// sdp01: an Accept the UAS cannot meet). baddate (a Date not in GMT) is answered 400 by
+// the edge itself (DESIGN §4: RFC 3261 §20.17 allows GMT only). Every other message is
+// answered by the edge itself (400, 405, 416, 420, 482, 483, 200 to OPTIONS) or dropped
+// by the parser; nothing from an unlisted source is relayed.
+var tortureRelayed = []string{"invalid/invut", "invalid/sdp01", "valid/esc01", "valid/longreq"}
 
 // tortureMayRelay may or may not be relayed: over TCP the INVITE that follows dblreq's
 // REGISTER is a message of its own, but the garbage after its body makes sipgo close the

@@ -79,6 +79,10 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	sipOpts := []sip.Option{sip.WithHitRecorder(rec)}
 	var liveNodes atomic.Int64 // Redis mode: live nodes, to split cluster-wide call caps
 	if cfg.RedisURL != "" {
+		guardLog := log.With().Str("component", "sip").Logger().Sample(&zerolog.BasicSampler{N: 100})
+		sipOpts = append(sipOpts, sip.WithReplayGuard(st.ReplayGuard(), func(err error) {
+			guardLog.Warn().Err(err).Msg("digest replay guard unavailable; this node's cache decides")
+		}))
 		sipOpts = append(sipOpts, sip.WithBanStore(st.Bans()),
 			sip.WithNodeCount(func() int { return max(int(liveNodes.Load()), 1) }))
 	}
@@ -91,6 +95,8 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		NonceKey:                nonceKey,
 		NonceTTL:                cfg.NonceTTL,
 		UserAgent:               cfg.UserAgent,
+		IdentityHeaderPrefix:    cfg.IdentityHeaderPrefix,
+		StripHeaders:            splitList(cfg.StripHeaders),
 		TransactionLinger:       cfg.TransactionLinger,
 		UDPReaders:              cfg.UDPReaders,
 		NodeName:                cfg.NodeID,

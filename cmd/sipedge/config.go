@@ -19,27 +19,30 @@ import (
 // Config is everything sipedge needs to start, from flags and SIPEDGE_* environment variables.
 // Secrets never come from flags: see [secrets].
 type Config struct {
-	SIPListen         string
-	SIPAdvertise      string
-	HTTPListen        string
-	DataDir           string
-	RedisURL          string
-	Upstream          string
-	SIPDomain         string
-	SIPRealm          string
-	DigestAlgorithms  []string
-	NonceTTL          time.Duration
-	ResyncInterval    time.Duration
-	DrainTimeout      time.Duration
-	LogLevel          string
-	LogFormat         string
-	SIPLogLevel       string
-	NodeID            string
-	UserAgent         string
-	TransactionLinger time.Duration
-	PprofListen       string // "" = off
-	UDPReaders        int    // 0 = sip's default (1)
-	ShowVersion       bool
+	SIPListen        string
+	SIPAdvertise     string
+	HTTPListen       string
+	DataDir          string
+	RedisURL         string
+	Upstream         string
+	SIPDomain        string
+	SIPRealm         string
+	DigestAlgorithms []string
+	NonceTTL         time.Duration
+	ResyncInterval   time.Duration
+	DrainTimeout     time.Duration
+	LogLevel         string
+	LogFormat        string
+	SIPLogLevel      string
+	NodeID           string
+	UserAgent        string
+	// IdentityHeaderPrefix and StripHeaders are the trust boundary's header rules (sip.Config).
+	IdentityHeaderPrefix string
+	StripHeaders         string
+	TransactionLinger    time.Duration
+	PprofListen          string // "" = off
+	UDPReaders           int    // 0 = sip's default (1)
+	ShowVersion          bool
 
 	// Brute-force and scanner defence, rate limit and call caps (sip.Config fields of the same names).
 	BanThreshold       int
@@ -70,27 +73,29 @@ type secrets struct {
 
 func defaultConfig() Config {
 	return Config{
-		SIPListen:          "0.0.0.0:5060",
-		HTTPListen:         "127.0.0.1:8080",
-		DataDir:            "./sipedge-data",
-		Upstream:           "sip:127.0.0.1:5080",
-		SIPDomain:          "sipedge.local",
-		DigestAlgorithms:   []string{acl.DigestMD5, acl.DigestSHA256},
-		NonceTTL:           300 * time.Second,
-		ResyncInterval:     30 * time.Second,
-		DrainTimeout:       30 * time.Second,
-		LogLevel:           "info",
-		LogFormat:          "json",
-		SIPLogLevel:        "warn",
-		UserAgent:          "sipedge",
-		BanThreshold:       5,
-		BanWindow:          time.Minute,
-		BanTTL:             10 * time.Minute,
-		BanAction:          "drop",
-		RateLimit:          30,
-		RateLimitWindow:    2 * time.Second,
-		ConcurrentCapCode:  486,
-		ProxyHeaderTimeout: 5 * time.Second,
+		SIPListen:            "0.0.0.0:5060",
+		HTTPListen:           "127.0.0.1:8080",
+		DataDir:              "./sipedge-data",
+		Upstream:             "sip:127.0.0.1:5080",
+		SIPDomain:            "sipedge.local",
+		DigestAlgorithms:     []string{acl.DigestMD5}, // one challenge: DESIGN §4.5
+		NonceTTL:             300 * time.Second,
+		ResyncInterval:       30 * time.Second,
+		DrainTimeout:         30 * time.Second,
+		LogLevel:             "info",
+		LogFormat:            "json",
+		SIPLogLevel:          "warn",
+		UserAgent:            "sipedge",
+		IdentityHeaderPrefix: "X-Sipedge-",
+		StripHeaders:         "P-Asserted-Identity,P-Preferred-Identity,Remote-Party-ID",
+		BanThreshold:         5,
+		BanWindow:            time.Minute,
+		BanTTL:               10 * time.Minute,
+		BanAction:            "drop",
+		RateLimit:            30,
+		RateLimitWindow:      2 * time.Second,
+		ConcurrentCapCode:    486,
+		ProxyHeaderTimeout:   5 * time.Second,
 	}
 }
 
@@ -114,7 +119,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.Upstream, "upstream", c.Upstream, "default upstream for allowed INVITEs (a trunk's upstream_uri overrides it)")
 	fs.StringVar(&c.SIPDomain, "sip-domain", c.SIPDomain, "domain under which trunks get their default trunk_domain <trunk_id>.<sip-domain>")
 	fs.StringVar(&c.SIPRealm, "sip-realm", c.SIPRealm, "digest realm of every challenge and stored HA1 (default: --sip-domain); changing it requires resetting passwords")
-	fs.StringVar(&algs, "digest-algorithms", algs, "challenge order, comma separated: MD5,SHA-256")
+	fs.StringVar(&algs, "digest-algorithms", algs, "default challenges, comma separated, most preferred first: MD5 (one challenge), or e.g. SHA-256,MD5")
 	fs.DurationVar(&c.NonceTTL, "nonce-ttl", c.NonceTTL, "lifetime of a digest nonce")
 	fs.DurationVar(&c.ResyncInterval, "resync-interval", c.ResyncInterval, "backstop full reload interval of the data set")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM, how long in-flight calls may take to finish")
@@ -122,6 +127,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or console")
 	fs.StringVar(&c.SIPLogLevel, "sip-log-level", c.SIPLogLevel, "level of sipgo's own logs (debug, info, warn, error)")
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "name of this node in the cluster view (default: hostname + random suffix)")
+	fs.StringVar(&c.IdentityHeaderPrefix, "identity-header-prefix", c.IdentityHeaderPrefix, "prefix of the headers the edge adds for the core (<prefix>Trunk, Account, Auth, User); PBX headers with it are removed")
+	fs.StringVar(&c.StripHeaders, "strip-headers", c.StripHeaders, "comma-separated headers removed from PBXs' initial INVITEs before the core")
 	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "Server/User-Agent header the edge sends (no version by default)")
 	fs.DurationVar(&c.TransactionLinger, "transaction-linger", c.TransactionLinger, "how long finished SIP transactions are kept for retransmissions (0: RFC 3261 64*T1 = 32s)")
 	fs.IntVar(&c.UDPReaders, "udp-readers", c.UDPReaders, "goroutines reading and parsing the SIP UDP socket (0: 1; more can help with idle cores)")
