@@ -479,16 +479,15 @@ func TestCtlCompletion(t *testing.T) {
 	if !strings.Contains(zsh.stdout, "bashcompinit") {
 		t.Error("zsh script does not load bashcompinit")
 	}
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash to run the completion with")
-	}
 	dir := t.TempDir()
-	script := dir + "/sipedge.bash"
+	script, zshScript := dir+"/sipedge.bash", dir+"/sipedge.zsh"
 	if err := os.WriteFile(script, []byte(bashScript.stdout), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
+	if err := os.WriteFile(zshScript, []byte(zsh.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
 		words []string
 		want  string
 	}{
@@ -501,7 +500,42 @@ func TestCtlCompletion(t *testing.T) {
 		{[]string{"sipedge", "ctl", "-o", ""}, "table json"},
 		{[]string{"sipedge", "ctl", "explain", "--trunk", "T", "--s"}, "--source"},
 		{[]string{"sipedge", "ctl", "credential", "create", "--name", "n", "--pa"}, "--password-stdin"},
-	} {
+	}
+
+	// zsh (when installed) runs the same function through bashcompinit, whose compgen
+	// leaves the matching of the typed prefix to zsh: every wanted word must be offered.
+	if zshBin, err := exec.LookPath("zsh"); err == nil {
+		for _, tc := range cases {
+			var words []string
+			for _, w := range tc.words {
+				words = append(words, fmt.Sprintf("%q", w))
+			}
+			prog := fmt.Sprintf(`source %q && print -r -- "${_comps[sipedge]}" && COMP_WORDS=(%s) && COMP_CWORD=%d && _sipedge && print -r -- "${COMPREPLY[*]}"`,
+				zshScript, strings.Join(words, " "), len(tc.words)-1)
+			out, err := exec.Command(zshBin, "-f", "-c", prog).CombinedOutput()
+			reg, got, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+			if err != nil || reg != "_bash_complete -o default -F _sipedge" {
+				t.Fatalf("zsh: %s (%v)", out, err)
+			}
+			offered := map[string]bool{}
+			for _, w := range strings.Fields(got) {
+				offered[w] = true
+			}
+			for _, w := range strings.Fields(tc.want) {
+				if !offered[w] {
+					t.Errorf("zsh completing %q: %q not offered in %q", tc.words, w, got)
+				}
+			}
+		}
+	} else {
+		t.Log("no zsh: its completion script is checked only as text")
+	}
+
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash to run the completion with")
+	}
+	for _, tc := range cases {
 		var words []string
 		for _, w := range tc.words {
 			words = append(words, fmt.Sprintf("%q", w))
