@@ -209,7 +209,7 @@ func ctlGroups() []*group {
 			{name: "status", summary: "list the live nodes and their applied versions", auth: authModeAnyAccount, run: clusterStatus},
 			{name: "version", args: []string{"VERSION"}, summary: "how many live nodes serve a data-set version", auth: authModeAnyAccount, run: clusterVersion},
 		}},
-		{name: "completion", summary: "Shell completion: eval \"$(sipedge ctl completion bash)\", or save the zsh one as _sipedge in $fpath.", cmds: []*command{
+		{name: "completion", summary: "Shell completion: add `source <(sipedge ctl completion bash)` (or zsh) to the shell's rc file.", cmds: []*command{
 			{name: "bash", summary: "print the bash completion script", run: completionBash},
 			{name: "zsh", summary: "print the zsh completion script", run: completionZsh},
 		}},
