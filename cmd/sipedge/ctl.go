@@ -112,14 +112,12 @@ func (e *ctlEnv) dispatch(ctx context.Context, args []string) error {
 	if g.self != nil {
 		return e.runCommand(ctx, g.self, words[1:])
 	}
-	if len(words) > 1 && words[1] == "help" {
-		words[1] = "--help"
+	if len(words) == 1 {
+		return &usageError{msg: fmt.Sprintf("%s: missing subcommand (%s)", g.name, strings.Join(g.subNames(), ", ")),
+			help: "sipedge ctl " + g.name + " --help"}
 	}
-	if len(words) == 1 || words[1] == "-h" || words[1] == "--help" || words[1] == "-help" || words[1] == "help" {
-		if len(words) == 1 { // no subcommand
-			return &usageError{msg: fmt.Sprintf("%s: missing subcommand (%s)", g.name, strings.Join(g.subNames(), ", ")),
-				help: "sipedge ctl " + g.name + " --help"}
-		}
+	switch words[1] {
+	case "-h", "-help", "--help", "help":
 		e.groupUsage(e.stdout, g)
 		return flag.ErrHelp
 	}
@@ -157,7 +155,8 @@ func (e *ctlEnv) help(words []string) error {
 	return flag.ErrHelp
 }
 
-// newFlagSet is a FlagSet with the global flags, errors going to stderr, help to stdout.
+// newFlagSet is a FlagSet with the global flags that prints nothing itself: runCtl
+// reports errors (stderr), the help commands print help (stdout).
 func (e *ctlEnv) newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported once, by runCtl; help by the callers
@@ -200,7 +199,7 @@ func (e *ctlEnv) commandUsage(w io.Writer, cmd *command) {
 // runCommand parses one command's flags and positional arguments (in any order), checks
 // them, builds the API client and runs the command.
 func (e *ctlEnv) runCommand(ctx context.Context, cmd *command, args []string) error {
-	err := e.runCommand1(ctx, cmd, args)
+	err := e.parseAndRun(ctx, cmd, args)
 	var ue *usageError
 	if errors.As(err, &ue) && ue.help == "" {
 		ue.help = "sipedge ctl " + cmd.fullName() + " --help"
@@ -208,7 +207,7 @@ func (e *ctlEnv) runCommand(ctx context.Context, cmd *command, args []string) er
 	return err
 }
 
-func (e *ctlEnv) runCommand1(ctx context.Context, cmd *command, args []string) error {
+func (e *ctlEnv) parseAndRun(ctx context.Context, cmd *command, args []string) error {
 	fs, o := e.commandFlags(cmd)
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -208,7 +209,7 @@ func ctlGroups() []*group {
 			{name: "status", summary: "list the live nodes and their applied versions", auth: authModeAnyAccount, run: clusterStatus},
 			{name: "version", args: []string{"VERSION"}, summary: "how many live nodes serve a data-set version", auth: authModeAnyAccount, run: clusterVersion},
 		}},
-		{name: "completion", summary: "Shell completion: eval \"$(sipedge ctl completion bash)\", or save the zsh one as _sipedge in $fpath.", cmds: []*command{
+		{name: "completion", summary: "Shell completion: add `source <(sipedge ctl completion bash)` (or zsh) to the shell's rc file.", cmds: []*command{
 			{name: "bash", summary: "print the bash completion script", run: completionBash},
 			{name: "zsh", summary: "print the zsh completion script", run: completionZsh},
 		}},
@@ -394,7 +395,7 @@ func aclList(ctx context.Context, e *ctlEnv, _ *cmdOpts, _ []string) error {
 		rows = append(rows, []string{a.IPACLUUID, a.Name, strconv.Itoa(len(a.IPAddresses)), orDash(strings.Join(a.IPAddresses, ", "))})
 	}
 	return writeTable(e.stdout, e.width(), []column{
-		{name: "IPACL_UUID"}, {name: "NAME", min: 10, shrink: 1}, {name: "N"}, {name: "IP_ADDRESSES", min: 15},
+		{name: "IPACL_UUID"}, {name: "NAME", min: 10, shrink: 1}, {name: "N"}, {name: "IP_ADDRESSES", min: 15, items: true},
 	}, rows)
 }
 
@@ -557,10 +558,20 @@ type credentialObject struct {
 const maxPassword = 4096
 
 // readPassword reads the password: the first line of stdin, without its line ending.
-// It is never printed, logged or put in an error message.
+// It is never printed, logged or put in an error message. When stdin is a terminal it
+// prompts on stderr and turns the terminal's echo off while the password is typed.
 func (e *ctlEnv) readPassword() (string, error) {
 	if e.stdin == nil {
 		return "", usagef("--password-stdin: no standard input")
+	}
+	if f, ok := e.stdin.(*os.File); ok {
+		if restore, ok := echoOff(f); ok {
+			fmt.Fprint(e.stderr, "Password: ")
+			defer func() {
+				restore()
+				fmt.Fprintln(e.stderr)
+			}()
+		}
 	}
 	line, err := bufio.NewReaderSize(io.LimitReader(e.stdin, maxPassword), maxPassword).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {

@@ -20,6 +20,7 @@ type column struct {
 	min    int  // 0: never truncated
 	shrink int  // order in which shrinkable columns give way (lower first)
 	tail   bool // truncate from the left, keeping the end (domain names)
+	items  bool // a ", "-separated list: cut between items ("a, b, …"), not inside one
 }
 
 // cellPad is the gap between columns.
@@ -59,7 +60,11 @@ func writeTable(w io.Writer, width int, cols []column, rows [][]string) error {
 			if i > 0 {
 				fmt.Fprint(tw, "\t")
 			}
-			fmt.Fprint(tw, truncate(s, widths[i], cols[i].tail))
+			if cols[i].items {
+				fmt.Fprint(tw, truncateItems(s, widths[i]))
+			} else {
+				fmt.Fprint(tw, truncate(s, widths[i], cols[i].tail))
+			}
 		}
 		fmt.Fprint(tw, "\n")
 	}
@@ -87,6 +92,21 @@ func truncate(s string, n int, tail bool) string {
 		return "…" + string(r[len(r)-(n-1):])
 	}
 	return string(r[:n-1]) + "…"
+}
+
+// truncateItems shortens a ", "-separated list to n runes by dropping whole items from
+// the end ("192.0.2.10, …"); when not even one item fits it cuts like truncate.
+func truncateItems(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	items := strings.Split(s, ", ")
+	for k := len(items) - 1; k > 0; k-- {
+		if out := strings.Join(items[:k], ", ") + ", …"; utf8.RuneCountInString(out) <= n {
+			return out
+		}
+	}
+	return truncate(s, n, false)
 }
 
 // clean replaces control characters (tabs, newlines, escape sequences) with spaces or

@@ -479,16 +479,15 @@ func TestCtlCompletion(t *testing.T) {
 	if !strings.Contains(zsh.stdout, "bashcompinit") {
 		t.Error("zsh script does not load bashcompinit")
 	}
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash to run the completion with")
-	}
 	dir := t.TempDir()
-	script := dir + "/sipedge.bash"
+	script, zshScript := dir+"/sipedge.bash", dir+"/sipedge.zsh"
 	if err := os.WriteFile(script, []byte(bashScript.stdout), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
+	if err := os.WriteFile(zshScript, []byte(zsh.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
 		words []string
 		want  string
 	}{
@@ -501,7 +500,42 @@ func TestCtlCompletion(t *testing.T) {
 		{[]string{"sipedge", "ctl", "-o", ""}, "table json"},
 		{[]string{"sipedge", "ctl", "explain", "--trunk", "T", "--s"}, "--source"},
 		{[]string{"sipedge", "ctl", "credential", "create", "--name", "n", "--pa"}, "--password-stdin"},
-	} {
+	}
+
+	// zsh (when installed) runs the same function through bashcompinit, whose compgen
+	// leaves the matching of the typed prefix to zsh: every wanted word must be offered.
+	if zshBin, err := exec.LookPath("zsh"); err == nil {
+		for _, tc := range cases {
+			var words []string
+			for _, w := range tc.words {
+				words = append(words, fmt.Sprintf("%q", w))
+			}
+			prog := fmt.Sprintf(`source %q && print -r -- "${_comps[sipedge]}" && COMP_WORDS=(%s) && COMP_CWORD=%d && _sipedge && print -r -- "${COMPREPLY[*]}"`,
+				zshScript, strings.Join(words, " "), len(tc.words)-1)
+			out, err := exec.Command(zshBin, "-f", "-c", prog).CombinedOutput()
+			reg, got, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+			if err != nil || reg != "_bash_complete -o default -F _sipedge" {
+				t.Fatalf("zsh: %s (%v)", out, err)
+			}
+			offered := map[string]bool{}
+			for _, w := range strings.Fields(got) {
+				offered[w] = true
+			}
+			for _, w := range strings.Fields(tc.want) {
+				if !offered[w] {
+					t.Errorf("zsh completing %q: %q not offered in %q", tc.words, w, got)
+				}
+			}
+		}
+	} else {
+		t.Log("no zsh: its completion script is checked only as text")
+	}
+
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash to run the completion with")
+	}
+	for _, tc := range cases {
 		var words []string
 		for _, w := range tc.words {
 			words = append(words, fmt.Sprintf("%q", w))
@@ -547,4 +581,91 @@ func TestCtlTableFits(t *testing.T) {
 			t.Errorf("wrapped field line %q", l)
 		}
 	}
+}
+
+func TestCtlTruncateItems(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"192.0.2.10, 198.51.100.0/24", 40, "192.0.2.10, 198.51.100.0/24"},
+		{"192.0.2.10, 198.51.100.0/24, 192.0.2.64/26", 30, "192.0.2.10, 198.51.100.0/24, …"},
+		{"192.0.2.10, 198.51.100.0/24, 192.0.2.64/26", 27, "192.0.2.10, …"},
+		{"2001:db8:aaaa:bbbb::/64, 192.0.2.1", 15, "2001:db8:aaaa:…"},
+	} {
+		if got := truncateItems(tc.in, tc.n); got != tc.want || utf8.RuneCountInString(got) > tc.n {
+			t.Errorf("truncateItems(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
+
+// TestCtlReadmeExamples: every `sipedge ctl` command in README.md's ctl block (between
+// <!-- ctl --> and <!-- /ctl -->) parses: run against an API nobody listens on, each one
+// gets as far as the request (exit 1, "cannot reach"), none is bad usage (exit 2).
+func TestCtlReadmeExamples(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(raw), "<!-- ctl -->")
+	block, _, ok2 := strings.Cut(block, "<!-- /ctl -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no <!-- ctl --> … <!-- /ctl --> block")
+	}
+	n := 0
+	for _, line := range strings.Split(block, "\n") {
+		_, cmd, found := strings.Cut(line, "sipedge ctl ")
+		if !found || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		n++
+		args := shellWords(cmd)
+		r := runCtlWith(t, ctlEnvOf(nil), "a-password-123\n", args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "cannot reach the control API") {
+			t.Errorf("README: sipedge ctl %q: %s", args, r)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("found only %d ctl commands in the README block", n)
+	}
+}
+
+// shellWords splits the start of a shell command line into words, enough for the README:
+// quotes, $VAR (replaced by a placeholder); it stops at an unquoted |, ), ; or #.
+func shellWords(s string) []string {
+	var words []string
+	var cur strings.Builder
+	inWord, quote := false, rune(0)
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		c := rs[i]
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote == 0 && (c == '"' || c == '\''):
+			quote, inWord = c, true
+		case c == '$' && quote != '\'':
+			for i+1 < len(rs) && (rs[i+1] == '_' || rs[i+1] >= 'A' && rs[i+1] <= 'Z') {
+				i++
+			}
+			cur.WriteString("placeholder-value")
+			inWord = true
+		case quote == 0 && strings.ContainsRune("|);#", c):
+			i = len(rs)
+		case quote == 0 && c == ' ':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
 }
