@@ -327,7 +327,7 @@ func TestReadFilter(t *testing.T) {
 		keep bool
 	}{
 		{"INVITE sip:a@b SIP/2.0\r\n", true},
-		{"SIP/2.0 200 OK\r\nVia: x\r\n", true},
+		{"SIP/2.0 200 OK\r\nVia: x\r\n", false}, // a response from no upstream and no address asked
 		{"X-CUSTOM sip:a@b SIP/2.0\r\n", true},
 		{"\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: x\r\n", true}, // looks like a request line; sipgo's parser decides
@@ -342,6 +342,17 @@ func TestReadFilter(t *testing.T) {
 		if (out != nil) != tc.keep {
 			t.Errorf("%q: kept=%v, want %v", tc.data, out != nil, tc.keep)
 		}
+	}
+	// A response from the upstream, or from an address the edge sent a request to, passes.
+	up := &net.UDPAddr{IP: net.ParseIP("192.0.2.80"), Port: 5060}
+	s.coreIPs.add(aa("192.0.2.80"))
+	if out, _ := s.readFilter(sipmsg.TransportReadProps{Transport: "UDP", RemoteAddr: up}, []byte("SIP/2.0 200 OK\r\nVia: x\r\n")); out == nil {
+		t.Fatal("a response from the upstream was dropped")
+	}
+	pbx := &net.UDPAddr{IP: net.ParseIP("192.0.2.10"), Port: 5060}
+	s.asked.add(aa("192.0.2.10"))
+	if out, _ := s.readFilter(sipmsg.TransportReadProps{Transport: "UDP", RemoteAddr: pbx}, []byte("SIP/2.0 200 OK\r\nVia: x\r\n")); out == nil {
+		t.Fatal("a response from an address the edge asked was dropped")
 	}
 	// TCP chunks pass untouched whatever they hold.
 	if out, _ := s.readFilter(sipmsg.TransportReadProps{Transport: "TCP"}, []byte("\r\n")); string(out) != "\r\n" {
