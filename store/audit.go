@@ -53,6 +53,9 @@ type change struct {
 	action, kind, account, id string
 	before, after             any // nil: none
 
+	// tenancy is the change an ACL write makes to the tenancy index (see tenancy.go).
+	tenancy *tenancyDelta
+
 	// aclRef is set by UpdateACL: the write changed this ACL of account and nothing else
 	// a snapshot holds (so the change notice names it).
 	aclRef string
