@@ -58,7 +58,7 @@ func notFoundCredential(err error, id string) error {
 func takenUsername(err error, user string) error {
 	var inUse *store.InUseError
 	if errors.Is(err, store.ErrConflict) && !errors.As(err, &inUse) && user != "" {
-		return conflict("username %q is already in use (usernames are unique across all accounts)", user)
+		return conflict("username is not available (usernames are unique across the deployment): choose another")
 	}
 	return err
 }

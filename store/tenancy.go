@@ -44,7 +44,7 @@ type QuotaError struct {
 }
 
 func (e *QuotaError) Error() string {
-	return fmt.Sprintf("store: quota exceeded: at most %d %s per account", e.Limit, e.What)
+	return fmt.Sprintf("store: quota exceeded: at most %d %s", e.Limit, e.What)
 }
 func (e *QuotaError) Unwrap() error { return ErrQuota }
 
@@ -224,7 +224,7 @@ func (s *Store) checkACLTenancy(ctx context.Context, t tx, c *change, before, af
 		return err
 	}
 	if len(after.Entries) > lim.MaxEntriesPerACL {
-		return &QuotaError{What: "entries per ACL", Limit: lim.MaxEntriesPerACL}
+		return &QuotaError{What: "entries per IP access control list", Limit: lim.MaxEntriesPerACL}
 	}
 	next, err := t.nextVersion()
 	if err != nil {
@@ -264,7 +264,7 @@ func (s *Store) checkACLTenancy(ctx context.Context, t tx, c *change, before, af
 		return &QuotaError{What: "IP access control lists", Limit: lim.MaxACLs}
 	}
 	if total > lim.MaxEntries && (before == nil || len(after.Entries) > len(before.Entries)) {
-		return &QuotaError{What: "entries", Limit: lim.MaxEntries}
+		return &QuotaError{What: "entries in all its IP access control lists", Limit: lim.MaxEntries}
 	}
 	for _, p := range fresh {
 		if ix.conflicts(p, after.Account, after.Shared) {
