@@ -69,6 +69,7 @@ func ParsePrefixes(list string) ([]netip.Prefix, error) {
 // guard judges every request by its client address before it is routed.
 type guard struct {
 	allow   []netip.Prefix // empty: everyone
+	metrics []netip.Prefix // what Guard wraps (/metrics); empty: everyone
 	trusted []netip.Prefix
 	limit   int // failures per window; 0: no limit
 	window  time.Duration
@@ -95,6 +96,7 @@ type authRecord struct {
 func newGuard(cfg Config, log zerolog.Logger) *guard {
 	g := &guard{
 		allow:   masked(cfg.APIAllow),
+		metrics: masked(cfg.APIAllow),
 		trusted: masked(cfg.TrustedProxies),
 		limit:   cfg.AuthFailureLimit,
 		window:  cfg.AuthFailureWindow,
@@ -102,6 +104,9 @@ func newGuard(cfg Config, log zerolog.Logger) *guard {
 		now:     time.Now,
 		log:     log,
 		fails:   map[netip.Addr]*authRecord{},
+	}
+	if cfg.MetricsAllow != nil {
+		g.metrics = masked(cfg.MetricsAllow)
 	}
 	switch {
 	case g.limit == 0:
@@ -211,16 +216,21 @@ func (g *guard) logIgnored(peer netip.Addr) {
 // credentials (see [guard.overflowed]), so an operator is never locked out by someone
 // else's failures while a wrong guess is still counted and refused.
 func (g *guard) check(r *http.Request) (client netip.Addr, overflow time.Duration, err error) {
+	return g.checkAllow(r, g.allow)
+}
+
+// checkAllow is check with the allow list allow.
+func (g *guard) checkAllow(r *http.Request, allow []netip.Prefix) (client netip.Addr, overflow time.Duration, err error) {
 	client, ok := g.client(r)
 	if !ok {
-		if len(g.allow) > 0 {
+		if len(allow) > 0 {
 			g.m.denied(denyBadForwarded)
 			return netip.Addr{}, 0, errorf(http.StatusForbidden, "forbidden: the client address cannot be determined")
 		}
 		peer, _ := netip.ParseAddrPort(r.RemoteAddr) // count failures against the peer
 		client = peer.Addr().Unmap()
 	}
-	if ok && len(g.allow) > 0 && !inAny(g.allow, client) {
+	if ok && len(allow) > 0 && !inAny(allow, client) {
 		g.m.denied(denyNotAllowed)
 		return client, 0, errorf(http.StatusForbidden, "forbidden: %s may not use this API", client)
 	}
@@ -372,13 +382,13 @@ func (g *guard) blockedCount() int {
 	return n
 }
 
-// Guard wraps next (e.g. /metrics) in the API's client checks: the [Config.APIAllow]
-// list, X-Forwarded-For only from [Config.TrustedProxies], and the block of clients
+// Guard wraps next (e.g. /metrics) in the API's client checks: the [Config.MetricsAllow]
+// list (by default [Config.APIAllow]), X-Forwarded-For only from [Config.TrustedProxies], and the block of clients
 // with too many failed authentications. Refusals are JSON {api_id, error} like the API's.
 // The API's own handler ([Server.Handler]) is guarded already.
 func (s *Server) Guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client, overflow, err := s.guard.check(r)
+		client, overflow, err := s.guard.checkAllow(r, s.guard.metrics)
 		if err == nil && overflow > 0 {
 			err = tooManyFailures(client, overflow) // what Guard wraps takes no credentials
 		}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/sipedge/sipedge/acl"
-	"github.com/sipedge/sipedge/store"
 	"github.com/sipedge/sipedge/hits"
+	"github.com/sipedge/sipedge/store"
 )
 
 // liveSnapshot makes e's store feed a holder through its real Watch loop (what cmd does

@@ -62,6 +62,9 @@ type Config struct {
 	// peer, or — only when the peer is inside TrustedProxies — the right-most
 	// X-Forwarded-For address that is not a trusted proxy.
 	APIAllow []netip.Prefix
+	// MetricsAllow, when not nil, replaces APIAllow for what [Server.Guard] wraps
+	// (/metrics): --metrics-allow. Nil: the same clients as the API.
+	MetricsAllow []netip.Prefix
 	// TrustedProxies are the reverse proxies and load balancers whose X-Forwarded-For
 	// is believed. Anyone else's is ignored (and counted). /0 is refused.
 	TrustedProxies []netip.Prefix
