@@ -438,3 +438,31 @@ func TestOverflowBlockAdmitsValidCredentials(t *testing.T) {
 		t.Errorf("overflow failures %d → %d: the wrong guess was not counted (once)", before, after)
 	}
 }
+
+// TestGuardMetricsAllow: --metrics-allow replaces the API's allow list for what Guard
+// wraps (/metrics), in both directions, while the API keeps its own.
+func TestGuardMetricsAllow(t *testing.T) {
+	e := newEnv(t)
+	e.restartWith(func(c *Config) {
+		c.APIAllow = pfx("127.0.0.3/32")
+		c.MetricsAllow = pfx("127.0.0.4/32")
+	})
+	inner := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "metrics\n") })
+	hs := httptest.NewServer(e.srv.Guard(inner))
+	defer hs.Close()
+	for _, tt := range []struct {
+		src  string
+		code int
+	}{{"127.0.0.4", 200}, {"127.0.0.3", 403}, {"127.0.0.2", 403}} {
+		res, err := clientFrom(t, tt.src).Get(hs.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.code {
+			t.Errorf("/metrics from %s: %d, want %d", tt.src, res.StatusCode, tt.code)
+		}
+	}
+	e.doFrom("127.0.0.3", "", req{method: "GET", path: "IPAccessControlList/"}).must(t, 200)
+	e.doFrom("127.0.0.4", "", req{method: "GET", path: "IPAccessControlList/"}).must(t, 403)
+}
