@@ -79,10 +79,37 @@ func (e *env) open(opts ...envOption) {
 			t.Fatalf("CreateAccount: %v", err)
 		}
 	}
-	// The tests of the API's mechanics write faster than the default write rate, use the
-	// documentation prefix 2001:db8::/32 and trunk domains under example.org, so the
-	// test account has the admin's allowances for them (the tenancy tests use accounts
-	// with the defaults).
+	allowances(t, st)
+	e.reg = prometheus.NewRegistry()
+	e.logs = &bytes.Buffer{}
+	cfg := testConfig(e)
+	for _, o := range opts {
+		o(e, &cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	e.srv = New(cfg, e.api)
+	e.hs = httptest.NewServer(e.srv.Handler())
+	t.Cleanup(e.close)
+}
+
+// testConfig is the server configuration of the tests.
+func testConfig(e *env) Config {
+	return Config{SIPDomain: testDomain, AdminToken: testAdmin, MaxBodyBytes: maxBodyBytes,
+		Logger: zerolog.New(syncWriter{e.logs}), Registerer: e.reg,
+		// Upstreams: any documentation address, names resolved without DNS.
+		UpstreamAllow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"),
+			netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")},
+		Resolve: fakeResolve}
+}
+
+// allowances: the tests of the API's mechanics write faster than the default write rate,
+// use the documentation prefix 2001:db8::/32, short IPv4 prefixes and trunk domains under
+// example.org, so the two test accounts have the admin's allowances for them (the tenancy
+// tests use accounts with the defaults).
+func allowances(t *testing.T, st *store.Store) {
+	t.Helper()
 	for _, id := range []string{testAuthID, otherAuthID} {
 		if a, err := st.Account(context.Background(), id); err != nil || a.Limits.WriteBurst != 0 {
 			continue // set at the first open
@@ -97,23 +124,6 @@ func (e *env) open(opts ...envOption) {
 			t.Fatalf("UpdateAccount: %v", err)
 		}
 	}
-	e.reg = prometheus.NewRegistry()
-	e.logs = &bytes.Buffer{}
-	cfg := Config{SIPDomain: testDomain, AdminToken: testAdmin, MaxBodyBytes: maxBodyBytes,
-		Logger: zerolog.New(syncWriter{e.logs}), Registerer: e.reg,
-		// Upstreams: any documentation address, names resolved without DNS.
-		UpstreamAllow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"),
-			netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")},
-		Resolve: fakeResolve}
-	for _, o := range opts {
-		o(e, &cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("Validate: %v", err)
-	}
-	e.srv = New(cfg, e.api)
-	e.hs = httptest.NewServer(e.srv.Handler())
-	t.Cleanup(e.close)
 }
 
 // fakeResolve resolves every name under example.org/.com/.net to 198.51.100.5 and

@@ -20,7 +20,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 
 	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/store"
@@ -66,9 +65,8 @@ func newRedisEnv(t *testing.T) *env {
 		TokenHash: hashToken(otherToken), CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{SIPDomain: testDomain, AdminToken: testAdmin, MaxBodyBytes: maxBodyBytes,
-		Logger: zerolog.New(syncWriter{e.logs}), Registerer: e.reg}
-	e.srv = New(cfg, st)
+	allowances(t, st)
+	e.srv = New(testConfig(e), st)
 	e.hs = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(e.close)
 	return e
