@@ -9,10 +9,9 @@ import (
 
 // tenant is an account the admin API created, with the default limits.
 type tenant struct {
-	e           *env
-	id, token   string
-	t           *testing.T
-	lastVersion uint64
+	e         *env
+	id, token string
+	t         *testing.T
 }
 
 func tenantAdmin(method, path string, body any) req {
