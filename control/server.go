@@ -409,7 +409,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			err = s.guard.overflowed(c, rt.auth, err)
 		}
 		if err == nil && rt.auth == authAccount {
-			err = s.limitWrite(c)
+			err = s.limitWrite(c, rt)
 		}
 		if err == nil {
 			err = rt.h(c)

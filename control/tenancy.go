@@ -212,9 +212,9 @@ func (l *writeLimiter) take(account string, rate, burst int) time.Duration {
 }
 
 // limitWrite answers 429 with Retry-After when the account has used up its writes.
-func (s *Server) limitWrite(c *call) error {
-	if c.r.Method == http.MethodGet || c.r.Method == http.MethodHead || c.acct == nil {
-		return nil
+func (s *Server) limitWrite(c *call, rt route) error {
+	if c.r.Method == http.MethodGet || c.r.Method == http.MethodHead || c.acct == nil || strings.HasSuffix(rt.path, "/Explain/") {
+		return nil // reads, and Explain (a POST that writes nothing)
 	}
 	lim := c.acct.Limits.Effective()
 	wait := s.writes.take(c.account, lim.WritesPerSecond, lim.WriteBurst)
