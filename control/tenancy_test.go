@@ -123,9 +123,11 @@ func TestTenantMinimumPrefixAndOverlap(t *testing.T) {
 	b.do("POST", "IPAccessControlList/"+bACL+"/Entry/", map[string]any{"ip_address": "192.0.2.10"}).must(t, 201)
 	// A tenant cannot set or clear shared itself; unsharing an overlapping ACL is 409.
 	g := b.do("GET", "IPAccessControlList/"+bACL+"/", nil).must(t, 200)
-	if _, shown := g.body["shared"]; shown {
-		t.Logf("ACL object shows shared: %s", g.raw)
+	if g.body["shared"] != true {
+		t.Errorf("the tenant's ACL object does not show shared: %s", g.raw)
 	}
+	b.do("POST", "IPAccessControlList/"+bACL+"/", map[string]any{"shared": false}).must(t, 400)
+	b.do("POST", "IPAccessControlList/", map[string]any{"name": "s", "shared": true, "ip_addresses": []string{"203.0.113.0/24"}}).must(t, 400)
 	e.do(tenantAdmin("POST", "Account/"+a.id+"/IPAccessControlList/"+aACL+"/", map[string]any{"shared": false})).must(t, 409)
 	e.do(tenantAdmin("POST", "Account/"+a.id+"/IPAccessControlList/"+bACL+"/", map[string]any{"shared": false})).must(t, 404)
 	// Tenants cannot reach the admin paths.
