@@ -54,7 +54,8 @@ func notFoundCredential(err error, id string) error {
 	return err
 }
 
-// takenUsername maps a store conflict on a credential write to a 409 naming the username.
+// takenUsername maps a store conflict on a credential write to a 409 that names nothing
+// another account uses.
 func takenUsername(err error, user string) error {
 	var inUse *store.InUseError
 	if errors.Is(err, store.ErrConflict) && !errors.As(err, &inUse) && user != "" {
