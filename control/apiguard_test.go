@@ -24,8 +24,7 @@ func (e *env) restartWith(cfgf func(*Config), opts ...Option) {
 	e.t.Helper()
 	e.hs.Close()
 	e.reg = prometheus.NewRegistry()
-	cfg := Config{SIPDomain: testDomain, AdminToken: testAdmin, MaxBodyBytes: maxBodyBytes,
-		Logger: zerolog.New(syncWriter{e.logs}), Registerer: e.reg}
+	cfg := testConfig(e)
 	if cfgf != nil {
 		cfgf(&cfg)
 	}

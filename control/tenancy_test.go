@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sipedge/sipedge/acl"
 )
 
 // tenant is an account the admin API created, with the default limits.
@@ -221,4 +223,42 @@ func TestTenantWriteRate(t *testing.T) {
 	b.do("POST", "Credential/", map[string]any{"name": "c", "username": "rate-ux", "password": "s3cret-passw0rd"}).must(t, 201)
 	// Another account's writes are not affected by B's.
 	e.do(req{method: "POST", path: "Credential/", body: map[string]any{"name": "c", "username": "rate-other", "password": "s3cret-passw0rd"}}).must(t, 201)
+}
+
+// A's verdict and route survive everything B tries: after B's refused squats and its
+// shared hosted-PBX ACL, the live snapshot still finds A's trunk by A's source and by A's
+// domain, with A's upstream; B's shared trunk is found by its domain only.
+func TestTenantCannotStealAsCalls(t *testing.T) {
+	e := newEnv(t)
+	holder := e.liveSnapshot()
+	a, b := e.newTenant(t, "MATENANTA"), e.newTenant(t, "MATENANTB")
+	aACL := a.do("POST", "IPAccessControlList/", map[string]any{"name": "a", "ip_addresses": []string{"192.0.2.10"}}).must(t, 201).str("ipacl_uuid")
+	aTrunk := a.do("POST", "Trunk/", map[string]any{"name": "alpha", "trunk_domain": "alpha." + testDomain, "ipacl_uuid": aACL}).must(t, 201).str("trunk_id")
+
+	// B's attempts: the SIP domain, A's domain, a /1, A's address, an SSRF upstream.
+	b.do("POST", "Trunk/", map[string]any{"name": "x", "trunk_domain": testDomain}).must(t, 422)
+	b.do("POST", "Trunk/", map[string]any{"name": "x", "trunk_domain": "alpha." + testDomain}).must(t, 409)
+	b.do("POST", "IPAccessControlList/", map[string]any{"name": "x", "ip_addresses": []string{"0.0.0.0/1", "128.0.0.0/1"}}).must(t, 422)
+	b.do("POST", "IPAccessControlList/", map[string]any{"name": "x", "ip_addresses": []string{"192.0.2.0/24"}}).must(t, 409)
+	// What B may do: its own hosted-PBX range, shared by the admin, on a trunk of its own.
+	bACL := b.do("POST", "IPAccessControlList/", map[string]any{"name": "b", "ip_addresses": []string{"198.51.100.0/24"}}).must(t, 201).str("ipacl_uuid")
+	e.do(tenantAdmin("POST", "Account/"+b.id+"/IPAccessControlList/"+bACL+"/", map[string]any{"shared": true})).must(t, 202)
+	bTrunk := b.do("POST", "Trunk/", map[string]any{"name": "b", "ipacl_uuid": bACL, "upstream_uri": "sip:198.51.100.99"}).must(t, 201).str("trunk_id")
+
+	snap := e.served(holder)
+	if id, ok := snap.MatchSource(netip.MustParseAddr("192.0.2.10")); !ok || string(id) != aTrunk {
+		t.Errorf("A's source finds %q %t, want A's trunk %s", id, ok, aTrunk)
+	}
+	if id, ok := snap.TrunkByDomain("alpha." + testDomain); !ok || string(id) != aTrunk {
+		t.Errorf("A's domain finds %q %t", id, ok)
+	}
+	if p, _ := snap.Trunk(acl.TrunkID(aTrunk)); p.Upstream != "" {
+		t.Errorf("A's trunk relays to %q, want the default upstream", p.Upstream)
+	}
+	if id, ok := snap.MatchSource(netip.MustParseAddr("198.51.100.7")); ok {
+		t.Errorf("B's shared ACL found trunk %s by source, want domain only", id)
+	}
+	if id, ok := snap.TrunkByDomain(bTrunk + "." + testDomain); !ok || string(id) != bTrunk {
+		t.Errorf("B's trunk by its domain: %q %t", id, ok)
+	}
 }
