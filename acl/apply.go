@@ -47,12 +47,14 @@ func (s *Snapshot) WithACL(a IPACL, version uint64) (*Snapshot, error) {
 		old = s.acls[i].prefixes
 	}
 	removed, added := diffPrefixes(old, st.prefixes)
-	if !hadACL {
-		// The trunks naming the ACL had none (missing or invalid): now they have one.
+	if !hadACL || s.acls[i].shared != st.shared {
+		// The trunks naming the ACL had none (missing or invalid), or its shared mark
+		// changed: they now have this one.
 		ns.trunks = slices.Clone(s.trunks)
 		for _, t := range u.all {
 			p := *s.trunks[t]
 			p.HasACL = true
+			p.SharedACL = st.shared
 			ns.trunks[t] = &p
 		}
 	}

@@ -118,7 +118,7 @@ func (s *Snapshot) Decide(c Call, v DigestVerifier, defaultAlgs []string) Decisi
 	looked := false
 	if !found && s.table != nil {
 		var t int32
-		t, at = s.flat.find(s.table, src)
+		t, at = s.sourceTrunk(src)
 		looked = true
 		if t >= 0 {
 			ti, found, d.BySource = t, true, true

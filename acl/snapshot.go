@@ -32,6 +32,11 @@ type TrunkPolicy struct {
 	// entries (possibly none) are what [Snapshot.Allows] checks. False when the trunk names
 	// no ACL, or one that is missing or invalid: the trunk then accepts no IP.
 	HasACL bool
+	// SharedACL reports that the trunk's (valid) ACL is marked shared by the admin: the
+	// trunk is found by its domain only, never by source ([Snapshot.MatchSource] skips
+	// it), since other accounts' shared ACLs may list the same sources. [Snapshot.Allows]
+	// still admits its sources once the trunk is found by domain.
+	SharedACL bool
 	// ACLUUID is the ipacl_uuid the trunk names, as stored ("" = none), whether or not it
 	// resolved (see HasACL). It lets slow paths ([Snapshot.Explain]) and hit counting
 	// ([Snapshot.MatchedEntry]) name the entry that let a source in.
@@ -107,6 +112,7 @@ type aclUse struct {
 type aclState struct {
 	uuid     string
 	valid    bool           // passed ValidateACL (and its uuid is unique in the data set)
+	shared   bool           // IPACL.Shared: its trunks are found by domain only
 	prefixes []netip.Prefix // enabled entries, sorted by comparePrefix
 	entryIDs []string       // entryIDs[i] is the id of the entry of prefixes[i]
 	self     []string       // []string{uuid}, shared by the prefixVals this ACL alone owns
@@ -366,7 +372,7 @@ func (s *Snapshot) compileACLs(in []IPACL) {
 // newACLState validates a and compiles it. The prefixes are kept only when some trunk
 // names the ACL (named). An invalid ACL yields a state with valid == false.
 func newACLState(a *IPACL, named bool) (*aclState, error) {
-	st := &aclState{uuid: a.UUID}
+	st := &aclState{uuid: a.UUID, shared: a.Shared}
 	if _, err := ValidateACL(a); err != nil {
 		return st, err
 	}
@@ -436,6 +442,7 @@ func (s *Snapshot) resolveACLs() {
 		}
 		for _, t := range u.all {
 			s.trunks[t].HasACL = true
+			s.trunks[t].SharedACL = s.acls[i].shared
 		}
 	}
 	slices.SortStableFunc(s.problems, func(a, b problem) int { return strings.Compare(a.Field, b.Field) })
@@ -627,18 +634,46 @@ func lowerASCII(s string) string {
 	return string(b)
 }
 
-// MatchSource returns the single enabled trunk whose ACL has an enabled entry holding src.
-// It reports false when there is none or several (two trunks sharing one ACL are several):
-// the caller then goes to digest without a trunk.
+// MatchSource returns the single enabled trunk whose ACL has an enabled entry holding src,
+// leaving out the trunks whose ACL is shared ([TrunkPolicy.SharedACL]: found by domain
+// only). It reports false when there is none or several (two trunks sharing one ACL are
+// several): the caller then goes to digest without a trunk.
 func (s *Snapshot) MatchSource(src netip.Addr) (TrunkID, bool) {
 	if s == nil || s.table == nil {
 		return "", false
 	}
-	t, _ := s.flat.find(s.table, src)
+	t, _ := s.sourceTrunk(src)
 	if t < 0 {
 		return "", false
 	}
 	return s.ids[t], true
+}
+
+// sourceTrunk is MatchSource by trunk index (-1: none or several), with the table value
+// in effect at src (nil: no prefix holds it), from one index walk. s.table is not nil.
+func (s *Snapshot) sourceTrunk(src netip.Addr) (int32, *prefixVal) {
+	t, p := s.flat.find(s.table, src)
+	if t >= 0 {
+		if s.trunks[t].SharedACL {
+			return -1, p
+		}
+		return t, p
+	}
+	if p == nil {
+		return -1, nil
+	}
+	// Several trunks: the answer is the single one not found by domain only.
+	one := int32(-1)
+	for _, i := range p.trunks {
+		if s.trunks[i].SharedACL {
+			continue
+		}
+		if one >= 0 {
+			return -1, p
+		}
+		one = i
+	}
+	return one, p
 }
 
 // Trunk returns the policy of trunk id, enabled or not (shared: do not modify).

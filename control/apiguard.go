@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -68,6 +69,7 @@ func ParsePrefixes(list string) ([]netip.Prefix, error) {
 // guard judges every request by its client address before it is routed.
 type guard struct {
 	allow   []netip.Prefix // empty: everyone
+	metrics []netip.Prefix // what Guard wraps (/metrics); empty: everyone
 	trusted []netip.Prefix
 	limit   int // failures per window; 0: no limit
 	window  time.Duration
@@ -94,6 +96,7 @@ type authRecord struct {
 func newGuard(cfg Config, log zerolog.Logger) *guard {
 	g := &guard{
 		allow:   masked(cfg.APIAllow),
+		metrics: masked(cfg.APIAllow),
 		trusted: masked(cfg.TrustedProxies),
 		limit:   cfg.AuthFailureLimit,
 		window:  cfg.AuthFailureWindow,
@@ -101,6 +104,9 @@ func newGuard(cfg Config, log zerolog.Logger) *guard {
 		now:     time.Now,
 		log:     log,
 		fails:   map[netip.Addr]*authRecord{},
+	}
+	if cfg.MetricsAllow != nil {
+		g.metrics = masked(cfg.MetricsAllow)
 	}
 	switch {
 	case g.limit == 0:
@@ -204,28 +210,63 @@ func (g *guard) logIgnored(peer netip.Addr) {
 }
 
 // check admits or refuses a request; it returns the client it judged by (invalid when
-// unknown) and, for a refusal, the error to render (403 or 429).
-func (g *guard) check(r *http.Request) (netip.Addr, error) {
+// unknown) and, for a refusal, the error to render (403 or 429). A client refused only by
+// the shared overflow record of a full failure table is not refused here: overflow is
+// how long that block lasts, and the caller lets the request through only with valid
+// credentials (see [guard.overflowed]), so an operator is never locked out by someone
+// else's failures while a wrong guess is still counted and refused.
+func (g *guard) check(r *http.Request) (client netip.Addr, overflow time.Duration, err error) {
+	return g.checkAllow(r, g.allow)
+}
+
+// checkAllow is check with the allow list allow.
+func (g *guard) checkAllow(r *http.Request, allow []netip.Prefix) (client netip.Addr, overflow time.Duration, err error) {
 	client, ok := g.client(r)
 	if !ok {
-		if len(g.allow) > 0 {
+		if len(allow) > 0 {
 			g.m.denied(denyBadForwarded)
-			return netip.Addr{}, errorf(http.StatusForbidden, "forbidden: the client address cannot be determined")
+			return netip.Addr{}, 0, errorf(http.StatusForbidden, "forbidden: the client address cannot be determined")
 		}
 		peer, _ := netip.ParseAddrPort(r.RemoteAddr) // count failures against the peer
-		return peer.Addr().Unmap(), nil
+		client = peer.Addr().Unmap()
 	}
-	if len(g.allow) > 0 && !inAny(g.allow, client) {
+	if ok && len(allow) > 0 && !inAny(allow, client) {
 		g.m.denied(denyNotAllowed)
-		return client, errorf(http.StatusForbidden, "forbidden: %s may not use this API", client)
+		return client, 0, errorf(http.StatusForbidden, "forbidden: %s may not use this API", client)
 	}
-	if wait := g.blocked(client); wait > 0 {
+	wait, shared := g.blocked(client)
+	switch {
+	case wait > 0 && shared:
+		return client, wait, nil
+	case wait > 0:
 		g.m.denied(denyAuthLimited)
-		secs := strconv.Itoa(int(math.Ceil(wait.Seconds())))
-		return client, &apiError{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {secs}},
-			msg: fmt.Sprintf("too many failed authentications from %s: retry in %s s", client, secs)}
+		return client, 0, tooManyFailures(client, wait)
 	}
-	return client, nil
+	return client, 0, nil
+}
+
+func tooManyFailures(client netip.Addr, wait time.Duration) error {
+	secs := strconv.Itoa(int(math.Ceil(wait.Seconds())))
+	return &apiError{status: http.StatusTooManyRequests, header: http.Header{"Retry-After": {secs}},
+		msg: fmt.Sprintf("too many failed authentications from %s: retry in %s s", client, secs)}
+}
+
+// overflowed judges a request of a client under the overflow block (c.overflow > 0) after
+// its authentication step (authErr): valid credentials pass; anything else — a wrong or
+// missing credential, a public route — gets the block's 429, and a wrong credential is
+// counted (against the overflow record, extending its block).
+func (g *guard) overflowed(c *call, auth authKind, authErr error) error {
+	if auth != authNone && authErr == nil {
+		return nil
+	}
+	var ae *apiError
+	if errors.As(authErr, &ae) && ae.status == http.StatusUnauthorized && c.r.Header.Get("Authorization") != "" {
+		g.authFailed(c.client)
+	} else if authErr != nil && !errors.As(authErr, &ae) {
+		return authErr // the store failed: 503/500, not a verdict on the client
+	}
+	g.m.denied(denyAuthLimited)
+	return tooManyFailures(c.client, c.overflow)
 }
 
 // limitKey is the unit of the failure limit: the address, or the /64 for IPv6 (one host
@@ -238,21 +279,22 @@ func limitKey(a netip.Addr) netip.Addr {
 	return a
 }
 
-// blocked returns how long client stays blocked (0: not blocked).
-func (g *guard) blocked(client netip.Addr) time.Duration {
+// blocked returns how long client stays blocked (0: not blocked) and whether the block is
+// the shared overflow record's rather than the client's own.
+func (g *guard) blocked(client netip.Addr) (time.Duration, bool) {
 	if g.limit == 0 || !client.IsValid() {
-		return 0
+		return 0, false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	rec := g.fails[limitKey(client)]
 	if rec == nil {
 		if len(g.fails) < maxAuthTracked {
-			return 0
+			return 0, false
 		}
 		rec = &g.overflow
 	}
-	return rec.blocked.Sub(g.now())
+	return rec.blocked.Sub(g.now()), rec == &g.overflow
 }
 
 // authFailed counts one failed authentication of client; the limit-th within the window
@@ -340,13 +382,17 @@ func (g *guard) blockedCount() int {
 	return n
 }
 
-// Guard wraps next (e.g. /metrics) in the API's client checks: the [Config.APIAllow]
-// list, X-Forwarded-For only from [Config.TrustedProxies], and the block of clients
+// Guard wraps next (e.g. /metrics) in the API's client checks: the [Config.MetricsAllow]
+// list (by default [Config.APIAllow]), X-Forwarded-For only from [Config.TrustedProxies], and the block of clients
 // with too many failed authentications. Refusals are JSON {api_id, error} like the API's.
 // The API's own handler ([Server.Handler]) is guarded already.
 func (s *Server) Guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := s.guard.check(r); err != nil {
+		client, overflow, err := s.guard.checkAllow(r, s.guard.metrics)
+		if err == nil && overflow > 0 {
+			err = tooManyFailures(client, overflow) // what Guard wraps takes no credentials
+		}
+		if err != nil {
 			c := &call{s: s, w: &statusWriter{ResponseWriter: w}, r: r, apiID: uuid.NewString()}
 			c.w.Header().Set("X-Api-Id", c.apiID)
 			c.fail(err)

@@ -24,8 +24,7 @@ func (e *env) restartWith(cfgf func(*Config), opts ...Option) {
 	e.t.Helper()
 	e.hs.Close()
 	e.reg = prometheus.NewRegistry()
-	cfg := Config{SIPDomain: testDomain, AdminToken: testAdmin, MaxBodyBytes: maxBodyBytes,
-		Logger: zerolog.New(syncWriter{e.logs}), Registerer: e.reg}
+	cfg := testConfig(e)
 	if cfgf != nil {
 		cfgf(&cfg)
 	}
@@ -289,7 +288,7 @@ func TestAuthFailureTableFull(t *testing.T) {
 	}
 	next := v6Client(maxAuthTracked)
 	guesses(next, 3)
-	if g.blocked(next) <= 0 {
+	if blockedFor(g, next) <= 0 {
 		t.Fatal("a client beyond the full table guessed without limit")
 	}
 	if len(g.fails) > maxAuthTracked {
@@ -308,23 +307,23 @@ func TestAuthFailureTableFull(t *testing.T) {
 		t.Fatalf("sipedge_api_auth_blocked_clients = %v after filling the table with blocked clients", n)
 	}
 	late, bystander := v6Client(1<<22), v6Client(1<<22+1)
-	if g.blocked(late) > 0 || g.blocked(bystander) > 0 {
+	if blockedFor(g, late) > 0 || blockedFor(g, bystander) > 0 {
 		t.Fatal("clients beyond the table blocked before any of them failed")
 	}
 	guesses(late, 3)
-	if g.blocked(late) <= 0 {
+	if blockedFor(g, late) <= 0 {
 		t.Fatal("failures beyond a table full of blocked clients were not counted")
 	}
-	if g.blocked(bystander) <= 0 {
+	if blockedFor(g, bystander) <= 0 {
 		t.Fatal("the overflow block does not cover every client the table cannot hold")
 	}
 
 	// Blocks and windows over: the table sweeps itself and judges clients one by one again.
 	clock.advance(5*time.Minute + time.Second)
 	guesses(late, 1)
-	if g.blocked(late) > 0 || g.blocked(bystander) > 0 || len(g.fails) != 1 {
+	if blockedFor(g, late) > 0 || blockedFor(g, bystander) > 0 || len(g.fails) != 1 {
 		t.Fatalf("after the blocks ended: late blocked %v, bystander blocked %v, %d records",
-			g.blocked(late), g.blocked(bystander), len(g.fails))
+			blockedFor(g, late), blockedFor(g, bystander), len(g.fails))
 	}
 }
 
@@ -395,4 +394,74 @@ func TestGuardConfig(t *testing.T) {
 	if !inAny(g.allow, netip.MustParseAddr("192.0.2.9")) {
 		t.Errorf("mapped allow list %v does not hold 192.0.2.9", g.allow)
 	}
+}
+
+func blockedFor(g *guard, c netip.Addr) time.Duration {
+	d, _ := g.blocked(c)
+	return d
+}
+
+// With the failure table full of blocked clients and the overflow block on, an operator
+// from an address the table does not hold still gets in with valid credentials, while a
+// wrong guess from there is refused 429 and counted against the overflow record.
+func TestOverflowBlockAdmitsValidCredentials(t *testing.T) {
+	e := newEnv(t)
+	e.restartWith(func(c *Config) { c.AuthFailureLimit = 3 })
+	g := e.srv.guard
+	for i := range maxAuthTracked {
+		for range 3 {
+			g.authFailed(v6Client(i))
+		}
+	}
+	for range 3 {
+		g.authFailed(v6Client(1 << 22)) // beyond the table: blocks the overflow record
+	}
+	if d, shared := g.blocked(netip.MustParseAddr("127.0.0.9")); d <= 0 || !shared {
+		t.Fatalf("setup: 127.0.0.9 not under the overflow block (%v, %t)", d, shared)
+	}
+	good := req{method: "GET", path: "IPAccessControlList/"}
+	e.doFrom("127.0.0.9", "", good).must(t, 200)
+	g.mu.Lock()
+	before := g.overflow.n
+	g.mu.Unlock()
+	bad := req{method: "GET", path: "IPAccessControlList/", user: testAuthID, pass: "wrong-token-wrong-token"}
+	r := e.doFrom("127.0.0.9", "", bad).must(t, 429)
+	if r.hdr.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	e.doFrom("127.0.0.9", "", req{method: "GET", path: "IPAccessControlList/", noAuth: true}).must(t, 429)
+	g.mu.Lock()
+	after := g.overflow.n
+	g.mu.Unlock()
+	if after != before+1 {
+		t.Errorf("overflow failures %d → %d: the wrong guess was not counted (once)", before, after)
+	}
+}
+
+// TestGuardMetricsAllow: --metrics-allow replaces the API's allow list for what Guard
+// wraps (/metrics), in both directions, while the API keeps its own.
+func TestGuardMetricsAllow(t *testing.T) {
+	e := newEnv(t)
+	e.restartWith(func(c *Config) {
+		c.APIAllow = pfx("127.0.0.3/32")
+		c.MetricsAllow = pfx("127.0.0.4/32")
+	})
+	inner := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "metrics\n") })
+	hs := httptest.NewServer(e.srv.Guard(inner))
+	defer hs.Close()
+	for _, tt := range []struct {
+		src  string
+		code int
+	}{{"127.0.0.4", 200}, {"127.0.0.3", 403}, {"127.0.0.2", 403}} {
+		res, err := clientFrom(t, tt.src).Get(hs.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.code {
+			t.Errorf("/metrics from %s: %d, want %d", tt.src, res.StatusCode, tt.code)
+		}
+	}
+	e.doFrom("127.0.0.3", "", req{method: "GET", path: "IPAccessControlList/"}).must(t, 200)
+	e.doFrom("127.0.0.4", "", req{method: "GET", path: "IPAccessControlList/"}).must(t, 403)
 }

@@ -176,6 +176,7 @@ func (s *Server) basicAccount(c *call) (string, error) {
 	case !verifyToken(a.TokenHash, pass):
 		return "", unauthorized(basicChallenge, "invalid auth_id or auth_token")
 	}
+	c.acct = &a
 	return user, nil
 }
 
@@ -242,7 +243,7 @@ func (s *Server) adminCreateAccount(c *call) error {
 	token := newToken()
 	v, err := s.st.CreateAccount(c.r.Context(), acl.Account{AuthID: id, Name: name, TokenHash: hashToken(token), CreatedAt: s.clock()})
 	if errors.Is(err, store.ErrConflict) {
-		return conflict("auth_id %q is taken", id)
+		return conflict("auth_id is not available")
 	}
 	if err != nil {
 		return err

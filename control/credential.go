@@ -54,11 +54,12 @@ func notFoundCredential(err error, id string) error {
 	return err
 }
 
-// takenUsername maps a store conflict on a credential write to a 409 naming the username.
+// takenUsername maps a store conflict on a credential write to a 409 that names nothing
+// another account uses.
 func takenUsername(err error, user string) error {
 	var inUse *store.InUseError
 	if errors.Is(err, store.ErrConflict) && !errors.As(err, &inUse) && user != "" {
-		return conflict("username %q is already in use (usernames are unique across all accounts)", user)
+		return conflict("username is not available (usernames are unique across the deployment): choose another")
 	}
 	return err
 }

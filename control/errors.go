@@ -55,6 +55,7 @@ type errorBody struct {
 //	store.ErrPreconditionFailed     412 (If-Match)
 //	store.ErrIdempotencyMismatch    422 (Idempotency-Key reused)
 //	store.ErrNotFound               404
+//	*store.QuotaError               429 (an account quota; the admin can raise it)
 //	store.ErrConflict               409
 //	store.ErrInvalidRef, ErrInvalid 422
 //	store.ErrUnavailable            503 with Retry-After
@@ -66,6 +67,7 @@ func (c *call) fail(err error) {
 		inUse  *store.InUseError
 		bad    *acl.ValidationError
 		replay *store.ReplayError
+		quota  *store.QuotaError
 	)
 	if errors.As(err, &replay) && c.w.code == 0 {
 		if err = c.replay(replay.Response); err == nil {
@@ -94,6 +96,9 @@ func (c *call) fail(err error) {
 	case errors.Is(err, store.ErrIdempotencyMismatch):
 		status, msg = http.StatusUnprocessableEntity,
 			"Idempotency-Key was already used with a different request (method, path or body) within its 24 h"
+	case errors.As(err, &quota):
+		status, msg = http.StatusTooManyRequests, fmt.Sprintf("quota exceeded: this account may have at most %d %s; ask the admin to raise the quota", quota.Limit, quota.What)
+		c.s.metrics.quota("objects")
 	case errors.Is(err, store.ErrNotFound):
 		status, msg = http.StatusNotFound, "not found"
 	case errors.Is(err, store.ErrConflict):

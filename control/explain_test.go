@@ -11,6 +11,7 @@ import (
 
 	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/hits"
+	"github.com/sipedge/sipedge/store"
 )
 
 // liveSnapshot makes e's store feed a holder through its real Watch loop (what cmd does
@@ -224,8 +225,20 @@ func TestExplainSourceTrunksOfOwnAccountOnly(t *testing.T) {
 	e := newEnv(t)
 	holder := e.liveSnapshot()
 	f := e.explainFixture()
-	otherACL := e.do(req{method: "POST", path: "IPAccessControlList/", user: otherAuthID, pass: otherToken,
-		body: map[string]any{"name": "theirs", "ip_addresses": []string{"192.0.2.10"}}}).must(t, 201).str("ipacl_uuid")
+	// Accounts list the same source only with ACLs the admin shared (hosted PBX platforms).
+	mine, _, err := e.st.ListACLs(context.Background(), testAuthID, store.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range mine {
+		e.do(req{method: "POST", path: "/v1/Admin/Account/" + testAuthID + "/IPAccessControlList/" + a.UUID + "/",
+			noAuth: true, body: map[string]any{"shared": true}, header: map[string]string{"Authorization": "Bearer " + testAdmin}}).must(t, 202)
+	}
+	otherACL := "00000000-0000-4000-8000-0000000000aa"
+	if _, err := e.st.CreateACL(context.Background(), acl.IPACL{UUID: otherACL, Account: otherAuthID, Name: "theirs", Shared: true,
+		Entries: []acl.Entry{{ID: "e1", IPAddress: "192.0.2.10", Enabled: true}}}); err != nil {
+		t.Fatal(err)
+	}
 	theirs := e.do(req{method: "POST", path: "Trunk/", user: otherAuthID, pass: otherToken,
 		body: map[string]any{"name": "theirs", "ipacl_uuid": otherACL}}).must(t, 201).str("trunk_id")
 	e.served(holder)

@@ -42,6 +42,14 @@ func FuzzCreateACLBody(f *testing.F) {
 	if _, _, err := Bootstrap(ctx, st, testAuthID, testToken); err != nil {
 		f.Fatal(err)
 	}
+	// This target checks the body → stored list mapping, not the account's limits.
+	if _, _, err := st.UpdateAccount(ctx, testAuthID, func(a *acl.Account) error {
+		a.Limits = acl.Limits{MinPrefixV4: 1, MinPrefixV6: 1, MaxACLs: maxLimitValue, MaxEntries: maxLimitValue,
+			MaxEntriesPerACL: maxEntries, WritesPerSecond: 10000, WriteBurst: 10000}
+		return nil
+	}); err != nil {
+		f.Fatal(err)
+	}
 	h := New(Config{SIPDomain: testDomain}, st).Handler()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		hr := httptest.NewRequest("POST", "/v1/Account/"+testAuthID+"/Zentrunk/IPAccessControlList/", bytes.NewReader(body))

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -77,10 +79,10 @@ func (e *env) open(opts ...envOption) {
 			t.Fatalf("CreateAccount: %v", err)
 		}
 	}
+	allowances(t, st)
 	e.reg = prometheus.NewRegistry()
 	e.logs = &bytes.Buffer{}
-	cfg := Config{SIPDomain: testDomain, AdminToken: testAdmin, MaxBodyBytes: maxBodyBytes,
-		Logger: zerolog.New(syncWriter{e.logs}), Registerer: e.reg}
+	cfg := testConfig(e)
 	for _, o := range opts {
 		o(e, &cfg)
 	}
@@ -90,6 +92,50 @@ func (e *env) open(opts ...envOption) {
 	e.srv = New(cfg, e.api)
 	e.hs = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(e.close)
+}
+
+// testConfig is the server configuration of the tests.
+func testConfig(e *env) Config {
+	return Config{SIPDomain: testDomain, AdminToken: testAdmin, MaxBodyBytes: maxBodyBytes,
+		Logger: zerolog.New(syncWriter{e.logs}), Registerer: e.reg,
+		// Upstreams: any documentation address, names resolved without DNS.
+		UpstreamAllow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.0/24"),
+			netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")},
+		Resolve: fakeResolve}
+}
+
+// allowances: the tests of the API's mechanics write faster than the default write rate,
+// use the documentation prefix 2001:db8::/32, short IPv4 prefixes and trunk domains under
+// example.org, so the two test accounts have the admin's allowances for them (the tenancy
+// tests use accounts with the defaults).
+func allowances(t *testing.T, st *store.Store) {
+	t.Helper()
+	for _, id := range []string{testAuthID, otherAuthID} {
+		if a, err := st.Account(context.Background(), id); err != nil || a.Limits.WriteBurst != 0 {
+			continue // set at the first open
+		}
+		if _, _, err := st.UpdateAccount(context.Background(), id, func(a *acl.Account) error {
+			a.Limits = acl.Limits{WritesPerSecond: 100000, WriteBurst: 100000, MinPrefixV4: 8, MinPrefixV6: 32, MaxACLs: 1000}
+			if id == testAuthID {
+				a.TrunkDomains = []string{"*.example.org"}
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("UpdateAccount: %v", err)
+		}
+	}
+}
+
+// fakeResolve resolves every name under example.org/.com/.net to 198.51.100.5 and
+// "*.metadata.example" to 169.254.169.254; anything else does not resolve.
+func fakeResolve(_ context.Context, host string) ([]netip.Addr, error) {
+	switch {
+	case strings.HasSuffix(host, ".metadata.example"):
+		return []netip.Addr{netip.MustParseAddr("169.254.169.254")}, nil
+	case strings.HasSuffix(host, ".example.org"), strings.HasSuffix(host, ".example.com"), strings.HasSuffix(host, ".example.net"):
+		return []netip.Addr{netip.MustParseAddr("198.51.100.5")}, nil
+	}
+	return nil, errors.New("no such host")
 }
 
 // close stops the server and closes the store (idempotent).

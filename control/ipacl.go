@@ -28,8 +28,11 @@ type aclObject struct {
 	Name        string        `json:"name"`
 	IPAddresses []string      `json:"ip_addresses"`
 	Entries     []entryObject `json:"entries"`
-	CreatedAt   string        `json:"created_at"`
-	UpdatedAt   string        `json:"updated_at"`
+	// Shared is read-only (set by the admin): the trunks naming the ACL are found by
+	// their domain only, never by source.
+	Shared    bool   `json:"shared"`
+	CreatedAt string `json:"created_at"`
+	UpdatedAt string `json:"updated_at"`
 }
 
 // entryObject is one entry (the Vobiz object).
@@ -52,6 +55,7 @@ func toACLObject(a *acl.IPACL) aclObject {
 		Name:        a.Name,
 		IPAddresses: a.IPAddresses(),
 		Entries:     make([]entryObject, 0, len(a.Entries)),
+		Shared:      a.Shared,
 		CreatedAt:   stamp(a.CreatedAt),
 		UpdatedAt:   stamp(a.UpdatedAt),
 	}

@@ -14,6 +14,7 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	authFailures prometheus.Counter
+	quotaRefused *prometheus.CounterVec
 }
 
 // newMetrics registers the collectors with reg, reusing ones already registered (a second
@@ -33,6 +34,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sipedge_api_auth_failures_total",
 			Help: "Control API requests rejected with 401 (missing or wrong credentials, or another account's path).",
 		})),
+		quotaRefused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipedge_api_quota_refused_total",
+			Help: "Control API writes refused with 429 by a per-account quota, by quota (writes, objects).",
+		}, []string{"quota"})),
 	}
 }
 
@@ -65,6 +70,12 @@ func (m *metrics) observe(route, method string, code int, d time.Duration) {
 	}
 	m.requests.WithLabelValues(route, methodLabel(method), strconv.Itoa(code)).Inc()
 	m.duration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (m *metrics) quota(kind string) {
+	if m != nil {
+		m.quotaRefused.WithLabelValues(kind).Inc()
+	}
 }
 
 func (m *metrics) authFailure() {

@@ -62,6 +62,9 @@ type Config struct {
 	// peer, or — only when the peer is inside TrustedProxies — the right-most
 	// X-Forwarded-For address that is not a trusted proxy.
 	APIAllow []netip.Prefix
+	// MetricsAllow, when not nil, replaces APIAllow for what [Server.Guard] wraps
+	// (/metrics): --metrics-allow. Nil: the same clients as the API.
+	MetricsAllow []netip.Prefix
 	// TrustedProxies are the reverse proxies and load balancers whose X-Forwarded-For
 	// is believed. Anyone else's is ignored (and counted). /0 is refused.
 	TrustedProxies []netip.Prefix
@@ -72,6 +75,20 @@ type Config struct {
 	AuthFailureLimit  int
 	AuthFailureWindow time.Duration
 	AuthBlock         time.Duration
+
+	// ReservedDomains are names no trunk may use besides SIPDomain: the edge's
+	// advertised SIP names (--sip-advertise). Lowercased by New.
+	ReservedDomains []string
+	// OwnAddrs are the edge's own SIP addresses (listen and advertise): a tenant's
+	// upstream_uri may not point there (a loop) without an admin grant.
+	OwnAddrs []netip.Addr
+	// UpstreamAllow are the prefixes a tenant's upstream_uri must resolve inside
+	// (--upstream-allow). Empty: no tenant upstream is allowed without an admin grant.
+	UpstreamAllow []netip.Prefix
+	// Resolve resolves an upstream_uri host name at write time; nil: the system
+	// resolver. ResolveTimeout bounds it (0: [DefaultResolveTimeout]).
+	Resolve        func(ctx context.Context, host string) ([]netip.Addr, error)
+	ResolveTimeout time.Duration
 }
 
 // Validate reports configuration errors: a SIPDomain that is not a DNS name, a negative
@@ -128,6 +145,12 @@ type Server struct {
 	guard    *guard                // client allow list, trusted proxies, failed-auth limit
 	denials  *Denials              // live denials of the console; nil: not configured
 	calls    func(acl.TrunkID) int // calls in progress per trunk on this node; nil: none
+
+	reserved       []string     // Config.ReservedDomains, lowercased
+	own            []netip.Addr // Config.OwnAddrs, unmapped
+	resolve        resolver
+	resolveTimeout time.Duration
+	writes         *writeLimiter // per-account write rate
 }
 
 // New builds the API over st. Call [Config.Validate] first to reject bad configuration.
@@ -153,6 +176,21 @@ func New(cfg Config, st store.API, opts ...Option) *Server {
 	if cfg.AdminToken != "" {
 		s.adminSum = sum256(cfg.AdminToken)
 	}
+	for _, d := range cfg.ReservedDomains {
+		s.reserved = append(s.reserved, strings.ToLower(strings.TrimSuffix(d, ".")))
+	}
+	for _, a := range cfg.OwnAddrs {
+		s.own = append(s.own, a.Unmap().WithZone(""))
+	}
+	s.cfg.UpstreamAllow = masked(cfg.UpstreamAllow)
+	s.resolve, s.resolveTimeout = cfg.Resolve, cfg.ResolveTimeout
+	if s.resolve == nil {
+		s.resolve = defaultResolve
+	}
+	if s.resolveTimeout <= 0 {
+		s.resolveTimeout = DefaultResolveTimeout
+	}
+	s.writes = &writeLimiter{buckets: map[string]*bucket{}, now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
@@ -260,6 +298,9 @@ func (s *Server) table() []route {
 		rs = append(rs,
 			route{http.MethodGet, adminAccounts, authAdmin, s.adminListAccounts},
 			route{http.MethodPost, adminAccounts, authAdmin, s.adminCreateAccount},
+			route{http.MethodGet, adminAccounts + "{auth_id}/", authAdmin, s.adminGetAccount},
+			route{http.MethodPost, adminAccounts + "{auth_id}/", authAdmin, s.adminUpdateAccount},
+			route{http.MethodPost, adminAccounts + "{auth_id}/IPAccessControlList/{ipacl_uuid}/", authAdmin, s.adminShareACL},
 			route{http.MethodGet, adminBans, authAdmin, s.adminListBans},
 			route{http.MethodGet, adminBans + "{ip}/", authAdmin, s.adminGetBan},
 			route{http.MethodDelete, adminBans + "{ip}/", authAdmin, s.adminLiftBan},
@@ -275,10 +316,14 @@ type call struct {
 	w       *statusWriter
 	r       *http.Request
 	apiID   string
-	account string     // authenticated auth_id (account routes only)
-	client  netip.Addr // the client the guard judged (see guard.client); invalid: unknown
-	wait    *waitSpec  // ?wait=all of a write; nil: answer without waiting
-	ans     *answer    // the success answer a write declared (see safewrite.go)
+	account string       // authenticated auth_id (account routes only)
+	acct    *acl.Account // the authenticated account (account routes only)
+	// overflow: the client is refused by the full failure table's shared record only
+	// (see guard.check); its credentials are still checked, and only valid ones pass.
+	overflow time.Duration
+	client   netip.Addr // the client the guard judged (see guard.client); invalid: unknown
+	wait     *waitSpec  // ?wait=all of a write; nil: answer without waiting
+	ans      *answer    // the success answer a write declared (see safewrite.go)
 }
 
 type callKey struct{}
@@ -312,7 +357,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	var err error
-	if c.client, err = s.guard.check(r); err != nil {
+	if c.client, c.overflow, err = s.guard.check(r); err != nil {
 		c.fail(err)
 		return
 	}
@@ -363,6 +408,12 @@ func (s *Server) wrap(rt route) http.Handler {
 			err = s.authAdmin(c)
 		case authAnyAccount:
 			err = s.authAnyAccount(c)
+		}
+		if c.overflow > 0 {
+			err = s.guard.overflowed(c, rt.auth, err)
+		}
+		if err == nil && rt.auth == authAccount {
+			err = s.limitWrite(c, rt)
 		}
 		if err == nil {
 			err = rt.h(c)

@@ -226,6 +226,24 @@ func (s *Server) checkRefs(ctx context.Context, account string, ch *trunkChange)
 	return nil
 }
 
+// checkTenancy holds a trunk change to the account's rules (see tenancy.go): its domain
+// and its upstream.
+func (s *Server) checkTenancy(c *call, ch *trunkChange) error {
+	a := c.acct
+	if a == nil {
+		a = &acl.Account{AuthID: c.account}
+	}
+	if ch.setDom && ch.dom != "" {
+		if err := s.checkTrunkDomain(a, ch.dom); err != nil {
+			return err
+		}
+	}
+	if ch.setUp && ch.upstream != "" {
+		return s.checkUpstream(c.r.Context(), a, ch.upstream)
+	}
+	return nil
+}
+
 // trunkWriteError maps store errors of a trunk write to precise client messages. dom is
 // the domain the write set, "" when it left the domain alone.
 func trunkWriteError(err error, id acl.TrunkID, dom string) error {
@@ -236,7 +254,7 @@ func trunkWriteError(err error, id acl.TrunkID, dom string) error {
 	case errors.Is(err, store.ErrInvalidRef):
 		return invalid("ipacl_uuid or credential_uuid names an object that does not exist in this account")
 	case errors.Is(err, store.ErrConflict) && !errors.As(err, &inUse) && dom != "":
-		return conflict("trunk_domain %q is already in use (trunk domains are unique across all accounts)", dom)
+		return conflict("trunk_domain is not available (trunk domains are unique across the deployment): choose another")
 	}
 	return err
 }
@@ -277,6 +295,9 @@ func (s *Server) createTrunk(c *call) error {
 		Status:    acl.TrunkEnabled,
 		CreatedAt: now,
 		UpdatedAt: now,
+	}
+	if err := s.checkTenancy(c, ch); err != nil {
+		return err
 	}
 	ch.setDom = true // "" → the default domain
 	if err := s.apply(ch, &t); err != nil {
@@ -322,6 +343,9 @@ func (s *Server) updateTrunk(c *call) error {
 	}
 	if ch.empty() {
 		return invalid("nothing to update: give at least one trunk field")
+	}
+	if err := s.checkTenancy(c, ch); err != nil {
+		return err
 	}
 	if err := s.checkRefs(c.r.Context(), c.account, ch); err != nil {
 		return err

@@ -38,8 +38,9 @@ type AuditEntry struct {
 	Kind     string `json:"kind"`      // AuditKindIPACL, …
 	ObjectID string `json:"object_id"` // the object's id (an entry's id for kind entry)
 	// Before and After are the object as stored before and after the write (JSON
-	// objects; null for a create's Before and a delete's After). Secrets are left out: a
-	// credential's HA1s and an account's token hash are never in the log.
+	// objects; null for a create's Before and a delete's After); for an update only what
+	// changed (see [auditPair]), each bounded by [MaxAuditObjectBytes]. Secrets are left
+	// out: a credential's HA1s and an account's token hash are never in the log.
 	Before json.RawMessage `json:"before"`
 	After  json.RawMessage `json:"after"`
 	// RequestID is the API request (api_id) the write belongs to, "" when none.
@@ -52,6 +53,9 @@ type change struct {
 
 	action, kind, account, id string
 	before, after             any // nil: none
+
+	// tenancy is the change an ACL write makes to the tenancy index (see tenancy.go).
+	tenancy *tenancyDelta
 
 	// aclRef is set by UpdateACL: the write changed this ACL of account and nothing else
 	// a snapshot holds (so the change notice names it).
@@ -104,10 +108,7 @@ func (s *Store) auditEntry(c *change, v uint64) ([]byte, error) {
 		e.Actor = ActorSystem
 	}
 	var err error
-	if e.Before, err = auditJSON(c.kind, c.before); err != nil {
-		return nil, err
-	}
-	if e.After, err = auditJSON(c.kind, c.after); err != nil {
+	if e.Before, e.After, err = auditPair(c.kind, c.before, c.after); err != nil {
 		return nil, err
 	}
 	return json.Marshal(e)

@@ -29,7 +29,14 @@ type Bans struct {
 	r   *redisBackend // nil: embedded
 	mem *memBans
 	now func() time.Time
+	m   *metrics
+	max int // bans kept (MaxBans): beyond it the ban ending first is evicted
 }
+
+// MaxBans bounds the shared ban list (in Redis and in memory): a new ban beyond it
+// evicts the bans that end first, counted by sipedge_store_bans_evicted_total. Sources
+// come from outside (an IPv6 attacker has 2^64 /64s), so the list must not grow with them.
+const MaxBans = 1 << 16
 
 // ErrInvalidSource is returned (wrapping [ErrInvalid]) for a source that is neither an
 // IPv4 address nor an IPv6 /64.
@@ -38,7 +45,7 @@ var ErrInvalidSource = fmt.Errorf("%w: ban source must be an IPv4 address or an 
 // Bans returns the shared ban list of s (one per Store, built on first use).
 func (s *Store) Bans() *Bans {
 	s.bansOnce.Do(func() {
-		b := &Bans{now: time.Now}
+		b := &Bans{now: time.Now, m: s.m, max: MaxBans}
 		if r, ok := s.b.(*redisBackend); ok {
 			b.r = r
 		} else {
@@ -89,9 +96,11 @@ func (b *Bans) Ban(ctx context.Context, ban acl.Ban) error {
 		return nil
 	}
 	if b.r != nil {
-		return b.r.ban(ctx, ban, ttl)
+		n, err := b.r.ban(ctx, ban, ttl, b.max)
+		b.m.bansEvicted(n)
+		return err
 	}
-	b.mem.ban(ban, b.now())
+	b.m.bansEvicted(b.mem.ban(ban, b.now(), b.max))
 	return nil
 }
 
@@ -154,21 +163,56 @@ func (r *redisBackend) addFailure(caller context.Context, src string, window tim
 
 const banIndexGrace = time.Hour
 
-func (r *redisBackend) ban(caller context.Context, b acl.Ban, ttl time.Duration) error {
+// ban stores b and, when the index then holds more than limit sources, evicts the ones
+// whose bans end first; it returns how many it evicted.
+func (r *redisBackend) ban(caller context.Context, b acl.Ban, ttl time.Duration, limit int) (int, error) {
 	raw, err := json.Marshal(b)
 	if err != nil {
-		return fmt.Errorf("store: encode ban: %w", err)
+		return 0, fmt.Errorf("store: encode ban: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(caller, r.timeout)
 	defer cancel()
+	var card *redis.IntCmd
 	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, r.banKey(b.IP), raw, max(ttl, time.Millisecond))
 		p.ZAdd(ctx, r.banIndex(), redis.Z{Score: float64(b.Until.UnixMilli()), Member: b.IP})
 		p.Del(ctx, r.failKey(b.IP))
 		p.ZRemRangeByScore(ctx, r.banIndex(), "-inf", "("+strconv.FormatInt(time.Now().Add(-banIndexGrace).UnixMilli(), 10))
+		card = p.ZCard(ctx, r.banIndex())
 		return nil
 	})
-	return r.classify(caller, err)
+	if err != nil {
+		return 0, r.classify(caller, err)
+	}
+	return r.evictBans(caller, card.Val(), limit)
+}
+
+// evictBans removes the n-limit sources whose bans end first (not atomic with the ban
+// that overflowed: two nodes racing may evict a few more than needed, never fewer).
+func (r *redisBackend) evictBans(caller context.Context, n int64, limit int) (int, error) {
+	if limit <= 0 || n <= int64(limit) {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(caller, r.timeout)
+	defer cancel()
+	srcs, err := r.c.ZRange(ctx, r.banIndex(), 0, n-int64(limit)-1).Result()
+	if err != nil || len(srcs) == 0 {
+		return 0, r.classify(caller, err)
+	}
+	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		keys := make([]string, len(srcs))
+		members := make([]any, len(srcs))
+		for i, s := range srcs {
+			keys[i], members[i] = r.banKey(s), s
+		}
+		p.Del(ctx, keys...)
+		p.ZRem(ctx, r.banIndex(), members...)
+		return nil
+	})
+	if err != nil {
+		return 0, r.classify(caller, err)
+	}
+	return len(srcs), nil
 }
 
 func (r *redisBackend) listBans(caller context.Context, now time.Time) ([]acl.Ban, error) {
@@ -262,17 +306,28 @@ func (m *memBans) addFailure(src string, window time.Duration, now time.Time) in
 	return f.n
 }
 
-func (m *memBans) ban(b acl.Ban, now time.Time) {
+// ban stores b; when the list is full of live bans it evicts the one ending first and
+// returns 1 (else 0).
+func (m *memBans) ban(b acl.Ban, now time.Time, limit int) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.bans[b.IP]; !ok && len(m.bans) >= maxMemBans {
+	evicted := 0
+	if _, ok := m.bans[b.IP]; !ok && len(m.bans) >= limit {
 		m.dropExpired(now)
-		if len(m.bans) >= maxMemBans {
-			return // the node's own table still holds it
+		if len(m.bans) >= limit {
+			first := ""
+			for k, o := range m.bans {
+				if first == "" || o.Until.Before(m.bans[first].Until) {
+					first = k
+				}
+			}
+			delete(m.bans, first)
+			evicted = 1
 		}
 	}
 	m.bans[b.IP] = b
 	delete(m.fails, b.IP)
+	return evicted
 }
 
 func (m *memBans) dropExpired(now time.Time) {

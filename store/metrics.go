@@ -21,6 +21,7 @@ type metrics struct {
 	version prometheus.Gauge
 	compile prometheus.Histogram
 	up      prometheus.Gauge
+	evicted prometheus.Counter // bans evicted by the MaxBans bound
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,10 +47,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while the last store access by Watch succeeded, else 0.",
 		}),
 	}
+	m.evicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipedge_store_bans_evicted_total",
+		Help: "Bans evicted from the shared ban list because it held MaxBans (the bans ending first go).",
+	})
 	for _, r := range []string{resultFull, resultIncremental, resultUnchanged, resultKeptEmpty, resultError} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.reloads, m.version, m.compile, m.up} {
+	for _, c := range []prometheus.Collector{m.reloads, m.version, m.compile, m.up, m.evicted} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("store: register metrics (one store per registry): %w", err)
 		}
@@ -72,6 +77,12 @@ func (m *metrics) applied(v uint64) {
 func (m *metrics) compiled(seconds float64) {
 	if m != nil {
 		m.compile.Observe(seconds)
+	}
+}
+
+func (m *metrics) bansEvicted(n int) {
+	if m != nil && n > 0 {
+		m.evicted.Add(float64(n))
 	}
 }
 

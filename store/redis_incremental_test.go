@@ -62,7 +62,8 @@ func TestRedisIncrementalMatchesCompile(t *testing.T) {
 	var trunkIDs []acl.TrunkID
 	rp := newRedisPair(t, func(a *store.Store) uint64 {
 		ok := mustV(t)
-		ok(a.CreateAccount(ctx, acl.Account{AuthID: acc, TokenHash: "h"}))
+		// (any prefix length: this test is about propagation, not the tenancy minimum)
+		ok(a.CreateAccount(ctx, acl.Account{AuthID: acc, TokenHash: "h", Limits: acl.Limits{MinPrefixV4: 1, MinPrefixV6: 1}}))
 		for _, id := range aclIDs {
 			ok(a.CreateACL(ctx, acl.IPACL{UUID: id, Account: acc}))
 		}

@@ -57,6 +57,7 @@ type API interface {
 	CreateAccount(ctx context.Context, a acl.Account) (uint64, error)
 	Account(ctx context.Context, authID string) (acl.Account, error)
 	Accounts(ctx context.Context) ([]acl.Account, error)
+	UpdateAccount(ctx context.Context, authID string, fn func(*acl.Account) error) (acl.Account, uint64, error)
 
 	ListACLs(ctx context.Context, account string, p Page) ([]acl.IPACL, int, error)
 	GetACL(ctx context.Context, account, id string) (acl.IPACL, error)

@@ -47,6 +47,8 @@ type Store struct {
 
 	bansOnce sync.Once
 	bans     *Bans // see [Store.Bans]
+
+	tenancy tenancyIndex // every entry by prefix, for the overlap rule (see tenancy.go)
 }
 
 var _ API = (*Store)(nil)
@@ -130,6 +132,7 @@ func (s *Store) write(ctx context.Context, fn func(t tx, c *change) error, commi
 		// (Redis). Said loudly, since the audit entry names the wrong version.
 		s.log.Error().Uint64("version", v).Uint64("audited_version", next).Msg("write committed at an unexpected version")
 	}
+	s.tenancyCommitted(v, &c)
 	if committed != nil {
 		committed(v)
 	}
@@ -476,6 +479,9 @@ func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
 		if err := idFree(t, kindACL, a.UUID); err != nil {
 			return err
 		}
+		if err := s.checkACLTenancy(ctx, t, c, nil, &a); err != nil {
+			return err
+		}
 		c.record(AuditCreate, AuditKindIPACL, a.Account, a.UUID, nil, a)
 		return putNew(t, kindACL, a.Account, a.UUID, raw)
 	}, nil)
@@ -518,6 +524,9 @@ func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.
 		}
 		s.stampUpdate(&next.CreatedAt, &next.UpdatedAt, cur.CreatedAt, cur.UpdatedAt)
 		if err := checkACL(&next); err != nil {
+			return err
+		}
+		if err := s.checkACLTenancy(ctx, t, c, &cur, &next); err != nil {
 			return err
 		}
 		raw, err := encode(next, kindACL)
@@ -583,6 +592,9 @@ func (s *Store) DeleteACL(ctx context.Context, account, id string) (uint64, erro
 		if len(users) > 0 {
 			return &InUseError{Kind: string(kindACL), ID: id, Trunks: users}
 		}
+		if err := s.noteACLDelete(ctx, t, c, &cur); err != nil {
+			return err
+		}
 		c.record(AuditDelete, AuditKindIPACL, account, id, cur, nil)
 		return deleteObj(t, kindACL, account, id)
 	}, nil)
@@ -643,6 +655,13 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 			return err
 		}
 		if err := idFree(t, kindCredential, c.UUID); err != nil {
+			return err
+		}
+		lim, err := accountLimits(t, c.Account)
+		if err != nil {
+			return err
+		}
+		if err := countQuota(t, kindCredential, c.Account, lim.MaxCredentials, "credentials"); err != nil {
 			return err
 		}
 		if err := usernameFree(t, c.Username, ""); err != nil {
@@ -817,6 +836,13 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 			return err
 		}
 		if err := idFree(t, kindTrunk, string(tr.ID)); err != nil {
+			return err
+		}
+		lim, err := accountLimits(t, tr.Account)
+		if err != nil {
+			return err
+		}
+		if err := countQuota(t, kindTrunk, tr.Account, lim.MaxTrunks, "trunks"); err != nil {
 			return err
 		}
 		if err := checkTrunkRefs(t, &tr); err != nil {

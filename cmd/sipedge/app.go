@@ -46,6 +46,11 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		}, func() float64 { return 1 }),
 	)
 
+	if cfg.RedisURL == "" {
+		if err := checkPrivate("--data-dir", cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	st, err := openStore(ctx, cfg, log, reg)
 	if err != nil {
 		return err
@@ -122,14 +127,19 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return fmt.Errorf("sip: %w", err)
 	}
 
+	own, names := edgeIdentity(ctx, cfg, log)
 	apiCfg := control.Config{
-		SIPDomain:      cfg.SIPDomain,
-		Realm:          cfg.SIPRealm,
-		AdminToken:     cfg.Secrets.AdminToken,
-		APIAllow:       cfg.apiAllow,
-		TrustedProxies: cfg.trustedProxies,
-		Logger:         log,
-		Registerer:     reg,
+		SIPDomain:       cfg.SIPDomain,
+		Realm:           cfg.SIPRealm,
+		AdminToken:      cfg.Secrets.AdminToken,
+		APIAllow:        cfg.apiAllow,
+		MetricsAllow:    cfg.metricsAllow,
+		TrustedProxies:  cfg.trustedProxies,
+		ReservedDomains: names,
+		OwnAddrs:        own,
+		UpstreamAllow:   upstreamAllow(ctx, cfg, log),
+		Logger:          log,
+		Registerer:      reg,
 	}
 	if err := apiCfg.Validate(); err != nil {
 		return fmt.Errorf("control: %w", err)
@@ -312,6 +322,12 @@ func nonceKey(cfg Config, log zerolog.Logger) ([]byte, error) {
 		return randomKey()
 	}
 	path := filepath.Join(cfg.DataDir, "nonce.key")
+	if err := checkPrivate("--data-dir", cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := checkPrivate("nonce key file", path); err != nil {
+		return nil, err
+	}
 	if b, err := os.ReadFile(path); err == nil {
 		if k := strings.TrimSpace(string(b)); len(k) >= 32 {
 			return []byte(k), nil

@@ -56,8 +56,10 @@ type Config struct {
 	ProxyHeaderTimeout time.Duration
 	APIAllow           string // comma-separated CIDRs; "" = every source
 	TrustedProxies     string // comma-separated CIDRs of load balancers (PROXY protocol, X-Forwarded-For)
+	MetricsAllow       string // comma-separated CIDRs allowed to /metrics; "" = as APIAllow
+	UpstreamAllow      string // comma-separated CIDRs tenants' upstream_uri must resolve inside; "" = the default upstream's addresses
 
-	apiAllow, trustedProxies []netip.Prefix // parsed by Validate
+	apiAllow, trustedProxies, metricsAllow, upstreamAllow []netip.Prefix // parsed by Validate
 
 	Secrets secrets
 }
@@ -134,6 +136,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.UDPReaders, "udp-readers", c.UDPReaders, "goroutines reading and parsing the SIP UDP socket (0: 1; more can help with idle cores)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's /debug/pprof/ profiles on this address, e.g. 127.0.0.1:6060 (default: off; never expose it)")
 	fs.StringVar(&c.APIAllow, "api-allow", c.APIAllow, "comma-separated CIDRs allowed to reach the HTTP API and /metrics (default: everyone)")
+	fs.StringVar(&c.MetricsAllow, "metrics-allow", c.MetricsAllow, "comma-separated CIDRs allowed to scrape /metrics (default: as --api-allow)")
+	fs.StringVar(&c.UpstreamAllow, "upstream-allow", c.UpstreamAllow, "comma-separated CIDRs a tenant's upstream_uri must resolve inside (default: the addresses of --upstream); loopback, link-local and the edge's own addresses need the admin")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", c.TrustedProxies, "comma-separated CIDRs of load balancers whose PROXY protocol (SIP over TCP) and X-Forwarded-For (HTTP) are believed")
 	fs.IntVar(&c.BanThreshold, "ban-threshold", c.BanThreshold, "failed digests / unknown-trunk INVITEs per source within --ban-window that ban it (-1: no bans)")
 	fs.DurationVar(&c.BanWindow, "ban-window", c.BanWindow, "window in which --ban-threshold failures are counted")
@@ -207,6 +211,9 @@ func readSecrets(getenv func(string) string) (secrets, error) {
 	if f := getenv("SIPEDGE_NONCE_KEY_FILE"); f != "" {
 		if key != "" {
 			return s, errors.New("set SIPEDGE_NONCE_KEY or SIPEDGE_NONCE_KEY_FILE, not both")
+		}
+		if err := checkPrivate("SIPEDGE_NONCE_KEY_FILE", f); err != nil {
+			return s, err
 		}
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -319,11 +326,36 @@ func (c *Config) Validate() error {
 	if c.trustedProxies, err = control.ParsePrefixes(c.TrustedProxies); err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
+	if c.metricsAllow, err = control.ParsePrefixes(c.MetricsAllow); err != nil {
+		return fmt.Errorf("--metrics-allow: %w", err)
+	}
+	if c.MetricsAllow == "" {
+		c.metricsAllow = c.apiAllow
+	}
+	if c.upstreamAllow, err = control.ParsePrefixes(c.UpstreamAllow); err != nil {
+		return fmt.Errorf("--upstream-allow: %w", err)
+	}
+	if err := loopbackOnly(c.PprofListen); err != nil {
+		return err
+	}
 	if c.NodeID == "" || len(c.NodeID) > 128 || strings.ContainsAny(c.NodeID, " /\r\n\t") {
 		return fmt.Errorf("--node-id %q: want 1-128 characters without spaces or slashes", c.NodeID)
 	}
 	if strings.ContainsAny(c.UserAgent, "\r\n") {
 		return errors.New("--user-agent: must not contain line breaks")
+	}
+	return nil
+}
+
+// loopbackOnly refuses a --pprof-listen address that is not loopback: profiles and
+// goroutine dumps are never for the network.
+func loopbackOnly(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Unmap().IsLoopback() {
+		return fmt.Errorf("--pprof-listen %q: must be a loopback ip:port (e.g. 127.0.0.1:6060 or [::1]:6060): profiles are never served to the network", addr)
 	}
 	return nil
 }

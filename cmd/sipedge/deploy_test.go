@@ -192,3 +192,28 @@ func fail2banHost(t *testing.T, failregex, line string) string {
 // securityLineSample is the shape of sip's security event line (sip/handler.go logDecision);
 // TestEdgeEndToEnd checks the filter against lines the running edge really wrote.
 const securityLineSample = `{"level":"warn","component":"sip","event":"sip_denied","src":"192.0.2.10:5060","trunk":"none","verdict":"auth_failed","call_id":"a84b4c76e66710","user_agent":"friendly-scanner","transport":"UDP","time":"2026-11-23T08:00:00Z","message":"INVITE denied"}`
+
+// TestDeployAPIAllowWhereverPublic: every deploy file that binds the API to all
+// interfaces also sets --api-allow (issue 14: the image served the API on 0.0.0.0 to
+// everyone).
+func TestDeployAPIAllowWhereverPublic(t *testing.T) {
+	public := regexp.MustCompile(`(?:http-listen[= ]|SIPEDGE_HTTP_LISTEN[=:]\s*)(?:0\.0\.0\.0|\[::\]):`)
+	allow := regexp.MustCompile(`(?m)^[^#]*(?:--api-allow=|SIPEDGE_API_ALLOW[=:]\s*)\S`)
+	n := 0
+	for _, p := range deployFiles(t) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !public.Match(b) {
+			continue
+		}
+		n++
+		if !allow.Match(b) {
+			t.Errorf("%s binds the API to every interface without --api-allow / SIPEDGE_API_ALLOW", p)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no deploy file binds the API publicly: the check checks nothing")
+	}
+}

@@ -57,3 +57,60 @@ func TestNonceKey(t *testing.T) {
 		t.Fatalf("no warning for a per-node key: %s", logged.String())
 	}
 }
+
+// The data directory and the nonce key files hold the data set and a secret: group- or
+// world-accessible ones refuse the start with a message naming the path and the fix.
+func TestPrivatePathsRefused(t *testing.T) {
+	log := zerolog.Nop()
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := nonceKey(Config{DataDir: dir}, log); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "nonce.key")
+	for _, tc := range []struct {
+		name string
+		path string
+		mode os.FileMode
+	}{
+		{"world-readable key file", key, 0o644},
+		{"group-writable key file", key, 0o620},
+		{"group-readable data dir", dir, 0o750},
+		{"world-writable data dir", dir, 0o703},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.Chmod(tc.path, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			defer os.Chmod(key, 0o600)
+			defer os.Chmod(dir, 0o700)
+			_, err := nonceKey(Config{DataDir: dir}, log)
+			if err == nil || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), "chmod go-rwx") {
+				t.Fatalf("mode %04o on %s: err %v, want a refusal naming the path and the fix", tc.mode, tc.path, err)
+			}
+		})
+	}
+	if _, err := nonceKey(Config{DataDir: dir}, log); err != nil {
+		t.Fatalf("private again: %v", err)
+	}
+
+	// SIPEDGE_NONCE_KEY_FILE: the same rule.
+	f := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(f, []byte(strings.Repeat("k", 40)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string {
+		if k == "SIPEDGE_NONCE_KEY_FILE" {
+			return f
+		}
+		return ""
+	}
+	if _, err := readSecrets(getenv); err == nil || !strings.Contains(err.Error(), f) {
+		t.Fatalf("world-readable SIPEDGE_NONCE_KEY_FILE: %v", err)
+	}
+	if err := os.Chmod(f, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := readSecrets(getenv); err != nil || len(s.NonceKey) != 40 {
+		t.Fatalf("owner-only key file: %v", err)
+	}
+}

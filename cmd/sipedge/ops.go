@@ -93,6 +93,9 @@ func (o *opsHandler) readyz(w http.ResponseWriter, r *http.Request) {
 // goroutine dumps are not for the API's clients), until ctx ends. It returns the address
 // it listens on.
 func servePprof(ctx context.Context, g *errgroup.Group, addr string, log zerolog.Logger) (net.Addr, error) {
+	if err := loopbackOnly(addr); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--pprof-listen %s: %w", addr, err)

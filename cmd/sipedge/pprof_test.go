@@ -35,3 +35,20 @@ func TestServePprof(t *testing.T) {
 		t.Fatalf("bad address: err = %v, want one naming --pprof-listen", err)
 	}
 }
+
+// Profiles are served on loopback only: any other address refuses the start.
+func TestPprofLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:6060", "[::]:6060", "192.0.2.1:6060", ":6060"} {
+		if _, err := servePprof(context.Background(), new(errgroup.Group), addr, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "loopback") {
+			t.Errorf("servePprof(%s): %v, want a loopback refusal", addr, err)
+		}
+		if _, err := parseConfig([]string{"--pprof-listen", addr}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "--pprof-listen") {
+			t.Errorf("--pprof-listen %s: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:6060", "[::1]:6060"} {
+		if _, err := parseConfig([]string{"--pprof-listen", addr}, env(nil), io.Discard); err != nil {
+			t.Errorf("--pprof-listen %s: %v", addr, err)
+		}
+	}
+}

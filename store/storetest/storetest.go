@@ -252,7 +252,7 @@ func testAccounts(t *testing.T, s *store.Store) {
 
 func testACLCRUD(t *testing.T, s *store.Store) {
 	seedAccounts(t, s, accA)
-	in := mkACL(accA, "acl-1", "192.0.2.10", "198.51.100.0/24", "2001:db8::/32")
+	in := mkACL(accA, "acl-1", "192.0.2.10", "198.51.100.0/24", "2001:db8::/48")
 	must(t, s, func() (uint64, error) { return s.CreateACL(ctx, in) })
 	got, err := s.GetACL(ctx, accA, "acl-1")
 	if err != nil {
@@ -681,14 +681,16 @@ func testFailedWrite(t *testing.T, s *store.Store) {
 func testPagination(t *testing.T, s *store.Store) {
 	// An object of another account must not be counted.
 	seedAccounts(t, s, "MOTHER")
-	must(t, s, func() (uint64, error) { return s.CreateACL(ctx, mkACL("MOTHER", "acl-other", "192.0.2.1")) })
+	must(t, s, func() (uint64, error) { return s.CreateACL(ctx, mkACL("MOTHER", "acl-other", "198.51.100.1")) })
 	for _, total := range []int{0, 20, 21, 109} {
 		t.Run(fmt.Sprint(total), func(t *testing.T) {
 			account := fmt.Sprintf("MPAGE%d", total)
-			seedAccounts(t, s, account)
+			must(t, s, func() (uint64, error) { // above the default quota of ACLs
+				return s.CreateAccount(ctx, acl.Account{AuthID: account, TokenHash: "h", Limits: acl.Limits{MaxACLs: 200}})
+			})
 			rng := rand.New(rand.NewPCG(uint64(total), 7))
 			for i := range total {
-				a := mkACL(account, fmt.Sprintf("acl-%03d-%d", rng.IntN(1000), i), "192.0.2.1")
+				a := mkACL(account, fmt.Sprintf("acl-%03d-%d", rng.IntN(1000), i), fmt.Sprintf("10.%d.0.1", total))
 				// Few distinct created_at values, so id breaks most ties.
 				a.CreatedAt = t0.Add(time.Duration(rng.IntN(5)) * time.Second)
 				must(t, s, func() (uint64, error) { return s.CreateACL(ctx, a) })
@@ -843,7 +845,7 @@ func testLoadConsistent(t *testing.T, s *store.Store) {
 		var err error
 		switch i % 3 {
 		case 0:
-			_, err = s.CreateACL(ctx, mkACL(acc, id, "192.0.2.1"))
+			_, err = s.CreateACL(ctx, mkACL(acc, id, map[string]string{accA: "192.0.2.1", accB: "198.51.100.1"}[acc]))
 		case 1:
 			_, err = s.CreateCredential(ctx, mkCred(acc, id, "user-"+id))
 		default:
