@@ -39,6 +39,14 @@ const (
 	// addresses (65,536 IPv6 /64s are one /48) gains no unlimited guesses.
 	maxAuthTracked = 1 << 16
 	authEvictScan  = 64
+
+	// While the overflow record blocks, clients beyond the full table still have their
+	// credentials checked (valid ones pass), but only overflowChecksPerSecond times a
+	// second among all of them (burst overflowCheckBurst); a valid credential gives its
+	// check back. So filling the table buys an attacker at most that many guesses a
+	// second, not an unlimited oracle.
+	overflowChecksPerSecond = 5
+	overflowCheckBurst      = 20
 )
 
 // Reasons of sipedge_api_denied_total.
@@ -81,6 +89,8 @@ type guard struct {
 	fails    map[netip.Addr]*authRecord
 	swept    time.Time  // last sweep of a full table
 	overflow authRecord // failures of clients a full table could not take
+	ovTokens float64    // credential checks left for clients under the overflow block
+	ovAt     time.Time  // when ovTokens was last refilled
 
 	ignoredLogged atomic.Int64 // unix ns of the last "XFF ignored" log line
 	m             *guardMetrics
@@ -236,13 +246,38 @@ func (g *guard) checkAllow(r *http.Request, allow []netip.Prefix) (client netip.
 	}
 	wait, shared := g.blocked(client)
 	switch {
-	case wait > 0 && shared:
+	case wait > 0 && shared && g.takeOverflowCheck():
 		return client, wait, nil
 	case wait > 0:
 		g.m.denied(denyAuthLimited)
 		return client, 0, tooManyFailures(client, wait)
 	}
 	return client, 0, nil
+}
+
+// takeOverflowCheck reserves one credential check for a client under the overflow block.
+func (g *guard) takeOverflowCheck() bool {
+	now := g.now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ovAt.IsZero() {
+		g.ovTokens = overflowCheckBurst
+	} else {
+		g.ovTokens = math.Min(overflowCheckBurst, g.ovTokens+now.Sub(g.ovAt).Seconds()*overflowChecksPerSecond)
+	}
+	g.ovAt = now
+	if g.ovTokens < 1 {
+		return false
+	}
+	g.ovTokens--
+	return true
+}
+
+// returnOverflowCheck gives a reserved check back (the credentials were valid).
+func (g *guard) returnOverflowCheck() {
+	g.mu.Lock()
+	g.ovTokens = math.Min(overflowCheckBurst, g.ovTokens+1)
+	g.mu.Unlock()
 }
 
 func tooManyFailures(client netip.Addr, wait time.Duration) error {
@@ -257,6 +292,7 @@ func tooManyFailures(client netip.Addr, wait time.Duration) error {
 // counted (against the overflow record, extending its block).
 func (g *guard) overflowed(c *call, auth authKind, authErr error) error {
 	if auth != authNone && authErr == nil {
+		g.returnOverflowCheck()
 		return nil
 	}
 	var ae *apiError

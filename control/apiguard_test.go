@@ -436,6 +436,23 @@ func TestOverflowBlockAdmitsValidCredentials(t *testing.T) {
 	if after != before+1 {
 		t.Errorf("overflow failures %d → %d: the wrong guess was not counted (once)", before, after)
 	}
+	// Filling the table buys no unlimited oracle: beyond the shared check budget, guesses
+	// get 429 without being checked; a valid credential costs the budget nothing.
+	for range 3 * overflowCheckBurst {
+		e.doFrom("127.0.0.9", "", good).must(t, 200)
+	}
+	g.mu.Lock()
+	n0 := g.overflow.n
+	g.mu.Unlock()
+	for range 2 * overflowCheckBurst {
+		e.doFrom("127.0.0.9", "", bad).must(t, 429)
+	}
+	g.mu.Lock()
+	checked := g.overflow.n - n0
+	g.mu.Unlock()
+	if checked > overflowCheckBurst+overflowChecksPerSecond*2 {
+		t.Errorf("%d wrong guesses checked in a burst, want at most about %d", checked, overflowCheckBurst)
+	}
 }
 
 // TestGuardMetricsAllow: --metrics-allow replaces the API's allow list for what Guard
