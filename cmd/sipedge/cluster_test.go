@@ -127,6 +127,9 @@ func startNode(t *testing.T, name string, mod func(*Config), waitReady bool) *no
 	cfg.SIPListen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.HTTPListen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.DataDir = t.TempDir()
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil { // sipedge refuses a data dir others can read
+		t.Fatal(err)
+	}
 	cfg.NodeID = name
 	cfg.ResyncInterval = 2 * time.Second
 	cfg.DrainTimeout = 5 * time.Second
@@ -189,6 +192,25 @@ func (n *node) api(t *testing.T, method, path, body string) (int, map[string]any
 	var m map[string]any
 	_ = json.NewDecoder(res.Body).Decode(&m)
 	return res.StatusCode, m
+}
+
+// raiseLimits lets the test account write as fast and as much as a test needs (the
+// default per-account quotas are a tenant's, DESIGN §4a) and use loopback upstreams (an
+// admin grant), through the admin API.
+func (n *node) raiseLimits(t *testing.T, adminToken string) {
+	t.Helper()
+	body := `{"upstream_allow":["127.0.0.0/8"],"quotas":{"writes_per_second":10000,"write_burst":10000,"max_acls":10000,"max_entries":100000,"max_entries_per_acl":10000,"max_trunks":10000,"max_credentials":10000}}`
+	req, _ := http.NewRequest("POST", "http://"+n.http.String()+"/v1/Admin/Account/"+testAuthID+"/", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("raise the test account's limits: HTTP %d", res.StatusCode)
+	}
 }
 
 func eventually(t *testing.T, within time.Duration, f func() error) time.Duration {

@@ -164,11 +164,13 @@ func checkTable(t *testing.T, out string, width int, cols ...string) [][]string 
 
 func startCtlNode(t *testing.T) *node {
 	t.Helper()
-	return startNode(t, "ctl", func(c *Config) {
+	n := startNode(t, "ctl", func(c *Config) {
 		c.Secrets.AdminToken = ctlAdminToken
 		c.SIPDomain = "sip.example.org"
 		c.SIPRealm = c.SIPDomain
 	}, true)
+	n.raiseLimits(t, ctlAdminToken)
+	return n
 }
 
 // TestCtl drives every command group against a live node: create/list/get/update/delete
@@ -179,7 +181,7 @@ func TestCtl(t *testing.T) {
 	zt := "/v1/Account/" + testAuthID + "/Zentrunk/"
 
 	// ACL create: JSON output is the API's answer.
-	r := ctlOK(t, n, "", "-o", "json", "acl", "create", "--name", "branch", "--ip", "192.0.2.10", "--ip", "198.51.100.0/24,2001:db8::/32")
+	r := ctlOK(t, n, "", "-o", "json", "acl", "create", "--name", "branch", "--ip", "192.0.2.10", "--ip", "198.51.100.0/24,2001:db8::/48")
 	created := jsonOf(t, r)
 	acl, _ := created["ipacl_uuid"].(string)
 	if acl == "" || created["message"] != "IP access control list created" || created["api_id"] == "" || !strings.HasSuffix(r.stdout, "}\n") {
@@ -192,7 +194,7 @@ func TestCtl(t *testing.T) {
 		t.Fatalf("ctl -o json acl get differs from the API:\n%v\n%v", got, want)
 	}
 	r = ctlOK(t, n, "", "acl", "get", acl)
-	for _, w := range []string{"ipacl_uuid    " + acl, "name          branch", "192.0.2.10, 198.51.100.0/24, 2001:db8::/32"} {
+	for _, w := range []string{"ipacl_uuid    " + acl, "name          branch", "192.0.2.10, 198.51.100.0/24, 2001:db8::/48"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("acl get table lacks %q:\n%s", w, r.stdout)
 		}
@@ -247,7 +249,8 @@ func TestCtl(t *testing.T) {
 		t.Fatalf("credential create: %s", r)
 	}
 	r = runCtlWith(t, ctlEnvOf(n), pw+"\n", "credential", "create", "--name", "dup", "--username", "ctl-user", "--password-stdin")
-	if r.code != 1 || !strings.Contains(r.stderr, "ctl-user") || !strings.Contains(r.stderr, "HTTP 409") || strings.Contains(r.stdout+r.stderr, pw) {
+	// 409s name no value another tenant may use (DESIGN §4a): the field, not the username.
+	if r.code != 1 || !strings.Contains(r.stderr, "username is not available") || !strings.Contains(r.stderr, "HTTP 409") || strings.Contains(r.stdout+r.stderr, pw) {
 		t.Fatalf("duplicate username: %s", r)
 	}
 	r = runCtlWith(t, ctlEnvOf(n), "short\n", "credential", "create", "--name", "x", "--username", "other-user", "--password-stdin")
