@@ -62,6 +62,8 @@ type backend interface {
 	// done is closed when it has stopped. It returns once the subscription is confirmed,
 	// so a load that starts after it cannot miss a change.
 	subscribe(ctx context.Context, p *pokes) (done <-chan struct{}, err error)
+	// subscription reports the liveness probe of the subscription (zero value: none).
+	subscription() SubscriptionStatus
 	// incremental reports whether every committed version is written through this
 	// process (embedded mode), so per-version change hints are complete.
 	incremental() bool
@@ -111,6 +113,14 @@ type tx interface {
 	// markACLChange records that the write committing as version v changed ACL id of
 	// account and nothing else a snapshot holds; see [backend.aclChange].
 	markACLChange(v uint64, account, id string) error
+
+	// wipe removes every account, object, index and the emptied marker (not the audit
+	// logs, idempotency records, node registry, bans or hits). accounts are the auth_ids
+	// stored now (read before, in this transaction). Used by Restore only.
+	wipe(accounts []string) error
+	// rebase makes this transaction commit as version next in a new data-set epoch
+	// (next must exceed the current version). Used by Restore only.
+	rebase(next uint64, epoch string) error
 }
 
 // rawSet is the stored form of a whole data set at one version.
@@ -122,6 +132,9 @@ type rawSet struct {
 	epoch   string
 	emptied bool
 	objs    map[kind][][]byte // stored JSON by kind, all accounts
+	// accounts is the stored JSON of every account (token hashes included), read at the
+	// same version: a node keeps the whole data set it applied (see restore.go).
+	accounts [][]byte
 }
 
 var (
@@ -294,6 +307,16 @@ func (s *strictTx) appendAudit(account string, v []byte, limit int) error {
 func (s *strictTx) markACLChange(v uint64, account, id string) error {
 	s.wrote = true
 	return s.t.markACLChange(v, account, id)
+}
+
+func (s *strictTx) wipe(accounts []string) error {
+	s.wrote = true
+	return s.t.wipe(accounts)
+}
+
+func (s *strictTx) rebase(next uint64, epoch string) error {
+	s.wrote = true
+	return s.t.rebase(next, epoch)
 }
 
 // pokes collects change notices for one watcher: the newest notice seen and whether a

@@ -203,6 +203,12 @@ func (b *boltBackend) loadAll(ctx context.Context) (*rawSet, error) {
 		rs.version = readUint(meta.Get(keyVersion))
 		rs.epoch = string(meta.Get(keyEpoch))
 		rs.emptied = meta.Get(keyEmptied) != nil
+		if err := btx.Bucket(bucketAccounts).ForEach(func(_, v []byte) error {
+			rs.accounts = append(rs.accounts, clone(v))
+			return nil
+		}); err != nil {
+			return err
+		}
 		for _, k := range objectKinds {
 			err := btx.Bucket([]byte(k)).ForEach(func(_, v []byte) error {
 				rs.objs[k] = append(rs.objs[k], clone(v))
@@ -230,6 +236,9 @@ func (b *boltBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{},
 }
 
 func (b *boltBackend) incremental() bool { return true }
+
+// subscription: in-process notices cannot go deaf; nothing to probe.
+func (b *boltBackend) subscription() SubscriptionStatus { return SubscriptionStatus{} }
 
 func (b *boltBackend) close() error { return b.db.Close() }
 

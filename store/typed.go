@@ -45,6 +45,9 @@ type Store struct {
 	hints   hintLog       // embedded mode: version → the ACL an UpdateACL wrote
 	reg     registry      // node registry: lease, heartbeat wake-up, last apply
 
+	good     atomic.Pointer[goodSet]  // the whole data set Watch applied last (restore.go)
+	incident atomic.Pointer[Incident] // empty store seen while serving a non-empty data set
+
 	bansOnce sync.Once
 	bans     *Bans // see [Store.Bans]
 }
@@ -65,6 +68,9 @@ func newStore(b backend, o options) (*Store, error) {
 		auditLimit: o.auditLimit,
 		idemTTL:    o.idemTTL,
 		reg:        newRegistry(o.nodeTTL),
+	}
+	if err := registerProbeMetrics(o.reg, s.Subscription); err != nil {
+		return nil, err
 	}
 	m.setUp(true)
 	return s, nil
@@ -914,29 +920,35 @@ func (s *Store) Version(ctx context.Context) (uint64, error) { return s.b.versio
 // Load returns every ACL, credential and trunk of every account at one consistent
 // version, each list ordered by account, created_at, id.
 func (s *Store) Load(ctx context.Context) (*acl.Dataset, error) {
-	ds, _, err := s.load(ctx)
+	ds, _, _, err := s.load(ctx)
 	return ds, err
 }
 
-func (s *Store) load(ctx context.Context) (*acl.Dataset, string, error) {
+// load reads the whole data set: its objects, epoch and accounts (by auth_id).
+func (s *Store) load(ctx context.Context) (*acl.Dataset, string, []acl.Account, error) {
 	rs, err := s.b.loadAll(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	ds := &acl.Dataset{Version: rs.version, Emptied: rs.emptied}
 	if ds.ACLs, err = decodeAll[acl.IPACL](rs.objs[kindACL], kindACL); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if ds.Credentials, err = decodeAll[acl.Credential](rs.objs[kindCredential], kindCredential); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if ds.Trunks, err = decodeAll[acl.Trunk](rs.objs[kindTrunk], kindTrunk); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
+	accounts, err := decodeAll[acl.Account](rs.accounts, "account")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	slices.SortFunc(accounts, func(a, b acl.Account) int { return cmp.Compare(a.AuthID, b.AuthID) })
 	sortByAccount(ds.ACLs, func(a *acl.IPACL) string { return a.Account }, aclKey)
 	sortByAccount(ds.Credentials, func(c *acl.Credential) string { return c.Account }, credKey)
 	sortByAccount(ds.Trunks, func(tr *acl.Trunk) string { return tr.Account }, trunkKey)
-	return ds, rs.epoch, nil
+	return ds, rs.epoch, accounts, nil
 }
 
 func sortByAccount[T any](objs []T, account func(*T) string, key func(*T) (time.Time, string)) {
