@@ -126,6 +126,8 @@ type Server struct {
 	hits     HitCounts            // per-entry hit totals; nil: entries show 0/null
 	bans     Bans                 // ban list of /v1/Admin/Ban/; nil: not configured
 	guard    *guard               // client allow list, trusted proxies, failed-auth limit
+	nodeID   string               // this node's id, for /v1/Admin/Restore/
+	restorer Restorer             // last good data set of /v1/Admin/Restore/; nil: not configured
 }
 
 // New builds the API over st. Call [Config.Validate] first to reject bad configuration.
@@ -259,6 +261,7 @@ func (s *Server) table() []route {
 			route{http.MethodGet, adminBans, authAdmin, s.adminListBans},
 			route{http.MethodGet, adminBans + "{ip}/", authAdmin, s.adminGetBan},
 			route{http.MethodDelete, adminBans + "{ip}/", authAdmin, s.adminLiftBan},
+			route{http.MethodPost, adminRestore, authAdmin, s.adminRestore},
 		)
 	}
 	return rs
