@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -143,7 +144,10 @@ func TestRedisDeafSubscription(t *testing.T) {
 	proxy := startDeafProxy(t, ro.Addr)
 	pro := *ro
 	pro.Addr = proxy.addr()
-	const every, timeout = 300 * time.Millisecond, 400 * time.Millisecond
+	every, timeout := 300*time.Millisecond, 400*time.Millisecond
+	if os.Getenv("SIPEDGE_PROBE_DEFAULTS") != "" { // the figure with the shipped defaults
+		every, timeout = store.DefaultProbeInterval, store.DefaultProbeTimeout
+	}
 	reg := prometheus.NewRegistry()
 	s := openRedisStore(t, &pro, p, store.WithResync(time.Hour), store.WithProbe(every, timeout), store.WithMetrics(reg))
 	writer := openRedisStore(t, ro, p, store.WithResync(time.Hour))
