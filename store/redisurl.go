@@ -234,7 +234,7 @@ func openRedis(ctx context.Context, c redis.UniversalClient, mode, desc string, 
 		}
 	} else if mode == RedisCluster && !hashTagged(o.prefix) {
 		_ = c.Close()
-		return nil, fmt.Errorf("%w: redis key prefix %q: in Cluster mode it needs a hash tag such as {sipedge}:", ErrInvalid, o.prefix)
+		return nil, fmt.Errorf("%w: redis key prefix %q: in Cluster mode it needs a hash tag, e.g. \"{sipedge}:\"", ErrInvalid, o.prefix)
 	}
 	b := newRedisBackend(c, o)
 	s, err := newStore(b, o)

@@ -81,7 +81,7 @@ func TestRestore(t *testing.T) {
 			s := open(t)
 			ok := mustV(t)
 			seed(t, s)
-			_, v, err := s.UpdateCredential(ctx, acc, "cred-1", func(c *acl.Credential) error {
+			_, _, err := s.UpdateCredential(ctx, acc, "cred-1", func(c *acl.Credential) error {
 				c.HA1MD5, c.HA1SHA256 = "md5ha1", "sha256ha1"
 				return nil
 			})
@@ -89,7 +89,7 @@ func TestRestore(t *testing.T) {
 				t.Fatal(err)
 			}
 			ok(s.CreateAccount(ctx, acl.Account{AuthID: accB, TokenHash: "hb"}))
-			v = ok(s.CreateACL(ctx, acl.IPACL{UUID: "acl-b", Account: accB, Entries: []acl.Entry{mkEntry("b1", "198.51.100.0/24")}}))
+			v := ok(s.CreateACL(ctx, acl.IPACL{UUID: "acl-b", Account: accB, Entries: []acl.Entry{mkEntry("b1", "198.51.100.0/24")}}))
 			waitFor, _ := storetest.StartWatch(t, s)
 			waitFor(v)
 			// An incremental ACL write lands in the kept data set too.
