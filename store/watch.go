@@ -284,3 +284,7 @@ func (w *watcher) swap(snap *acl.Snapshot, v uint64, epoch, result string, reset
 	ev.Uint64("snapshot_version", v).Uint64("previous_version", prev).Str("result", result).
 		Bool("reset", reset).Msg("snapshot applied")
 }
+
+// Subscription reports the liveness probe of the change-notice subscription [Store.Watch]
+// holds (Redis mode; in embedded mode Probing is false).
+func (s *Store) Subscription() SubscriptionStatus { return s.b.subscription() }
