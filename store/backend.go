@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sipedge/sipedge/acl"
 )
 
 // kind names one class of account-owned objects. It is part of the key schema of both
@@ -64,6 +66,25 @@ type backend interface {
 	subscribe(ctx context.Context, p *pokes) (done <-chan struct{}, err error)
 	// subscription reports the liveness probe of the subscription (zero value: none).
 	subscription() SubscriptionStatus
+
+	// Node registry (see cluster.go): heartbeat records st for ttl, nodes lists the
+	// entries whose lease has not run out (any order), deregister removes one.
+	heartbeat(ctx context.Context, st NodeStatus, ttl time.Duration) error
+	nodes(ctx context.Context) ([]NodeStatus, error)
+	deregister(ctx context.Context, id string) error
+
+	// Ban list (see bans.go; sources already checked). now is the caller's clock, which
+	// the embedded list uses; Redis expires keys by itself.
+	addFailure(ctx context.Context, src string, window time.Duration, now time.Time) (int64, error)
+	ban(ctx context.Context, b acl.Ban, ttl time.Duration, now time.Time) error
+	listBans(ctx context.Context, now time.Time) ([]acl.Ban, error)
+	lift(ctx context.Context, src string, now time.Time) (bool, error)
+
+	// Hit counts (see hits.go): addHits applies the deltas, each entry at most once, all
+	// or nothing as far as the backend allows; hits returns the totals of one ACL's
+	// entries, by entry id, never nil.
+	addHits(ctx context.Context, ds []hitDelta) error
+	hits(ctx context.Context, account, aclUUID string) (map[string]acl.HitStat, error)
 	// incremental reports whether every committed version is written through this
 	// process (embedded mode), so per-version change hints are complete.
 	incremental() bool

@@ -20,8 +20,7 @@ import (
 // A source is an IPv4 address ("192.0.2.10") or an IPv6 /64 ("2001:db8::/64"), as
 // acl.Ban.IP spells it. Get it with [Store.Bans]. Safe for concurrent use.
 type Bans struct {
-	r   *redisBackend // nil: embedded
-	mem *memBans
+	b   backend
 	now func() time.Time
 }
 
@@ -32,13 +31,7 @@ var ErrInvalidSource = fmt.Errorf("%w: ban source must be an IPv4 address or an 
 // Bans returns the shared ban list of s (one per Store, built on first use).
 func (s *Store) Bans() *Bans {
 	s.bansOnce.Do(func() {
-		b := &Bans{now: time.Now}
-		if r, ok := s.b.(*redisBackend); ok {
-			b.r = r
-		} else {
-			b.mem = &memBans{fails: map[string]memFail{}, bans: map[string]acl.Ban{}}
-		}
-		s.bans = b
+		s.bans = &Bans{b: s.b, now: time.Now}
 	})
 	return s.bans
 }
@@ -66,10 +59,7 @@ func (b *Bans) AddFailure(ctx context.Context, source string, window time.Durati
 	if window <= 0 {
 		return 0, fmt.Errorf("%w: failure window %v", ErrInvalid, window)
 	}
-	if b.r != nil {
-		return b.r.addFailure(ctx, source, window)
-	}
-	return b.mem.addFailure(source, window, b.now()), nil
+	return b.b.addFailure(ctx, source, window, b.now())
 }
 
 // Ban stores ban until ban.Until, replacing any ban of the same source, and clears the
@@ -82,23 +72,14 @@ func (b *Bans) Ban(ctx context.Context, ban acl.Ban) error {
 	if ttl <= 0 {
 		return nil
 	}
-	if b.r != nil {
-		return b.r.ban(ctx, ban, ttl)
-	}
-	b.mem.ban(ban, b.now())
-	return nil
+	return b.b.ban(ctx, ban, ttl, b.now())
 }
 
 // List returns the bans in force, sorted by source.
 func (b *Bans) List(ctx context.Context) ([]acl.Ban, error) {
-	var out []acl.Ban
-	if b.r != nil {
-		var err error
-		if out, err = b.r.listBans(ctx, b.now()); err != nil {
-			return nil, err
-		}
-	} else {
-		out = b.mem.list(b.now())
+	out, err := b.b.listBans(ctx, b.now())
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(x, y acl.Ban) int { return cmp.Compare(x.IP, y.IP) })
 	return out, nil
@@ -109,8 +90,5 @@ func (b *Bans) Lift(ctx context.Context, source string) (bool, error) {
 	if err := checkSource(source); err != nil {
 		return false, err
 	}
-	if b.r != nil {
-		return b.r.lift(ctx, source)
-	}
-	return b.mem.lift(source, b.now()), nil
+	return b.b.lift(ctx, source, b.now())
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/sipedge/sipedge/acl"
 )
 
 // BoltFile is the name of the database file [OpenBolt] keeps in its directory.
@@ -61,7 +63,7 @@ func OpenBolt(dir string, opts ...Option) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: init %s: %w", path, err)
 	}
-	s, err := newStore(&boltBackend{db: db}, o)
+	s, err := newStore(&boltBackend{db: db, bans: memBans{fails: map[string]memFail{}, bans: map[string]acl.Ban{}}}, o)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -91,8 +93,10 @@ func initBolt(btx *bolt.Tx) error {
 // boltBackend keeps the data set in one bbolt file. bbolt serialises writers and gives
 // readers a consistent view, so every rule of [backend] holds by construction.
 type boltBackend struct {
-	db   *bolt.DB
-	subs fanout
+	db       *bolt.DB
+	subs     fanout
+	registry memRegistry // node registry (bolt_nodes.go)
+	bans     memBans     // ban list (bolt_bans.go)
 }
 
 func (b *boltBackend) view(ctx context.Context, fn func(tx) error) error {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -85,4 +86,23 @@ func (m *memBans) lift(src string, now time.Time) bool {
 	delete(m.bans, src)
 	delete(m.fails, src)
 	return ok && b.Until.After(now)
+}
+
+// The embedded backend's ban list is memBans (Redis: redis_bans.go).
+
+func (b *boltBackend) addFailure(_ context.Context, src string, window time.Duration, now time.Time) (int64, error) {
+	return b.bans.addFailure(src, window, now), nil
+}
+
+func (b *boltBackend) ban(_ context.Context, ban acl.Ban, _ time.Duration, now time.Time) error {
+	b.bans.ban(ban, now)
+	return nil
+}
+
+func (b *boltBackend) listBans(_ context.Context, now time.Time) ([]acl.Ban, error) {
+	return b.bans.list(now), nil
+}
+
+func (b *boltBackend) lift(_ context.Context, src string, now time.Time) (bool, error) {
+	return b.bans.lift(src, now), nil
 }

@@ -3,10 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
-	"encoding/json"
-	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,9 +75,6 @@ type registry struct {
 	ttl     time.Duration // lease of one heartbeat (WithNodeTTL)
 	kick    chan struct{}
 	applied atomic.Pointer[appliedMark]
-
-	mu  sync.Mutex
-	mem map[string]memNode // embedded mode: node_id → entry
 }
 
 func newRegistry(ttl time.Duration) registry {
@@ -91,11 +85,6 @@ type appliedMark struct {
 	version uint64
 	epoch   string
 	at      time.Time
-}
-
-type memNode struct {
-	st      NodeStatus
-	expires time.Time // monotonic
 }
 
 // noteApplied records that the snapshot of version v in epoch is served now (called by
@@ -116,45 +105,15 @@ func (s *Store) Heartbeat(ctx context.Context, st NodeStatus) error {
 	if err := checkID("node_id", st.NodeID); err != nil {
 		return err
 	}
-	cs := &s.reg
-	ttl := cs.ttl
-	if r, ok := s.b.(*redisBackend); ok {
-		raw, err := json.Marshal(st)
-		if err != nil {
-			return fmt.Errorf("store: encode node status: %w", err)
-		}
-		return r.heartbeat(ctx, st.NodeID, raw, ttl)
-	}
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if cs.mem == nil {
-		cs.mem = make(map[string]memNode)
-	}
-	cs.mem[st.NodeID] = memNode{st: st, expires: time.Now().Add(ttl)}
-	return nil
+	return s.b.heartbeat(ctx, st, s.reg.ttl)
 }
 
 // Nodes lists the live nodes (those whose last heartbeat is within its TTL), sorted by
 // NodeID. A Redis that cannot be reached is [ErrUnavailable].
 func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
-	var out []NodeStatus
-	if r, ok := s.b.(*redisBackend); ok {
-		var err error
-		if out, err = r.nodes(ctx); err != nil {
-			return nil, err
-		}
-	} else {
-		cs := &s.reg
-		now := time.Now()
-		cs.mu.Lock()
-		for id, n := range cs.mem {
-			if now.Before(n.expires) {
-				out = append(out, n.st)
-			} else {
-				delete(cs.mem, id)
-			}
-		}
-		cs.mu.Unlock()
+	out, err := s.b.nodes(ctx)
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b NodeStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out, nil
@@ -163,13 +122,7 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 // deregister removes node id from the registry (a clean shutdown), so the remaining
 // nodes do not wait for its lease to run out.
 func (s *Store) deregister(ctx context.Context, id string) error {
-	if r, ok := s.b.(*redisBackend); ok {
-		return r.deregister(ctx, id)
-	}
-	s.reg.mu.Lock()
-	delete(s.reg.mem, id)
-	s.reg.mu.Unlock()
-	return nil
+	return s.b.deregister(ctx, id)
 }
 
 // NotifyApplied is kept for callers written before [Store.Watch] reported its applies

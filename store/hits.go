@@ -3,7 +3,6 @@ package store
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -17,21 +16,9 @@ import (
 // data set: adding hits bumps no version, publishes no change notice, writes no audit
 // entry and is not part of a snapshot or of Load.
 
-// errNoHits is returned by a backend that keeps no hit counts (a test wrapper).
-var errNoHits = errors.New("store: this backend keeps no hit counts")
-
 // maxHitMicros bounds last_matched_at (Unix µs) so that it is exact as a Redis sorted-set
 // score (a float64): ±2^53 µs is about ±285 years around 1970.
 const maxHitMicros = 1 << 53
-
-// hitBackend is what a backend implements to keep hit counts.
-type hitBackend interface {
-	// addHits applies the deltas, each entry at most once, all or nothing as far as
-	// the backend allows.
-	addHits(ctx context.Context, ds []hitDelta) error
-	// hits returns the totals of one ACL's entries, by entry id; never nil.
-	hits(ctx context.Context, account, aclUUID string) (map[string]acl.HitStat, error)
-}
 
 // hitDelta is one entry's validated share of a flush.
 type hitDelta struct {
@@ -39,14 +26,6 @@ type hitDelta struct {
 	count               int64
 	last                int64 // Unix µs of the latest hit; meaningful only with hasLast
 	hasLast             bool
-}
-
-// hitBackend returns the hit store of s's backend.
-func (s *Store) hitBackend() (hitBackend, error) {
-	if hb, ok := s.b.(hitBackend); ok {
-		return hb, nil
-	}
-	return nil, errNoHits
 }
 
 // AddHits adds hit deltas, as [hits.Recorder.Run] flushes them, to the totals kept per
@@ -70,10 +49,6 @@ func (s *Store) hitBackend() (hitBackend, error) {
 //
 // [hits.Recorder.Run]: https://pkg.go.dev/github.com/sipedge/sipedge/hits#Recorder.Run
 func (s *Store) AddHits(ctx context.Context, hs []acl.Hit) error {
-	hb, err := s.hitBackend()
-	if err != nil {
-		return err
-	}
 	ds, skipped := hitDeltas(hs)
 	if skipped > 0 {
 		s.log.Warn().Int("skipped", skipped).Int("hits", len(hs)).Msg("entry hits that cannot be stored were skipped")
@@ -81,7 +56,7 @@ func (s *Store) AddHits(ctx context.Context, hs []acl.Hit) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	if err := hb.addHits(ctx, ds); err != nil {
+	if err := s.b.addHits(ctx, ds); err != nil {
 		return fmt.Errorf("store: add %d entry hits: %w", len(ds), err)
 	}
 	return nil
@@ -98,11 +73,7 @@ func (s *Store) Hits(ctx context.Context, account, aclUUID string) (map[string]a
 	if err := checkID("ipacl_uuid", aclUUID); err != nil {
 		return nil, err
 	}
-	hb, err := s.hitBackend()
-	if err != nil {
-		return nil, err
-	}
-	out, err := hb.hits(ctx, account, aclUUID)
+	out, err := s.b.hits(ctx, account, aclUUID)
 	if err != nil {
 		return nil, fmt.Errorf("store: read hits of ipacl %s: %w", aclUUID, err)
 	}

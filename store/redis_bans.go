@@ -34,7 +34,7 @@ if n == 1 or redis.call('PTTL', KEYS[1]) < 0 then
 end
 return n`)
 
-func (r *redisBackend) addFailure(caller context.Context, src string, window time.Duration) (int64, error) {
+func (r *redisBackend) addFailure(caller context.Context, src string, window time.Duration, _ time.Time) (int64, error) {
 	ctx, cancel := context.WithTimeout(caller, r.timeout)
 	defer cancel()
 	n, err := incrWindow.Run(ctx, r.c, []string{r.failKey(src)}, window.Milliseconds()).Int64()
@@ -46,7 +46,7 @@ func (r *redisBackend) addFailure(caller context.Context, src string, window tim
 
 const banIndexGrace = time.Hour
 
-func (r *redisBackend) ban(caller context.Context, b acl.Ban, ttl time.Duration) error {
+func (r *redisBackend) ban(caller context.Context, b acl.Ban, ttl time.Duration, _ time.Time) error {
 	raw, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("store: encode ban: %w", err)
@@ -99,7 +99,7 @@ func (r *redisBackend) listBans(caller context.Context, now time.Time) ([]acl.Ba
 	return out, nil
 }
 
-func (r *redisBackend) lift(caller context.Context, src string) (bool, error) {
+func (r *redisBackend) lift(caller context.Context, src string, _ time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(caller, r.timeout)
 	defer cancel()
 	var del *redis.IntCmd

@@ -21,11 +21,16 @@ import (
 func (r *redisBackend) nodeKey(id string) string { return r.prefix + "node:" + id }
 func (r *redisBackend) nodeIndex() string        { return r.prefix + "nodes" }
 
-func (r *redisBackend) heartbeat(caller context.Context, id string, raw []byte, ttl time.Duration) error {
+func (r *redisBackend) heartbeat(caller context.Context, st NodeStatus, ttl time.Duration) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("store: encode node status: %w", err)
+	}
+	id := st.NodeID
 	ctx, cancel := context.WithTimeout(caller, min(r.timeout, ttl))
 	defer cancel()
 	now := time.Now()
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, r.nodeKey(id), raw, ttl)
 		p.ZAdd(ctx, r.nodeIndex(), redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: id})
 		p.ZRemRangeByScore(ctx, r.nodeIndex(), "-inf", "("+strconv.FormatInt(now.Add(-nodeIndexGrace).UnixMilli(), 10))
