@@ -126,7 +126,7 @@ func (s *Server) createACL(c *call) error {
 	}
 	ans := c.expect(http.StatusCreated, "IP access control list created", "ipacl_uuid", a.UUID)
 	ans.warnings = warnings
-	v, err := s.st.CreateACL(c.r.Context(), a)
+	v, err := s.st.CreateACL(c.r.Context(), a, c.opts...)
 	if err != nil {
 		return err
 	}
@@ -195,7 +195,7 @@ func (s *Server) updateACL(c *call) error {
 		}
 		a.UpdatedAt = now
 		return nil
-	})
+	}, c.opts...)
 	if err != nil {
 		return notFoundACL(err, id)
 	}
@@ -204,7 +204,7 @@ func (s *Server) updateACL(c *call) error {
 
 func (s *Server) deleteACL(c *call) error {
 	id := c.r.PathValue("ipacl_uuid")
-	v, err := s.st.DeleteACL(c.r.Context(), c.account, id)
+	v, err := s.st.DeleteACL(c.r.Context(), c.account, id, c.opts...)
 	if err != nil {
 		return notFoundACL(err, id)
 	}
@@ -313,8 +313,7 @@ func (s *Server) addEntry(c *call) error {
 	enabled := req.Enabled == nil || *req.Enabled
 	id := uuid.NewString()
 	ans := c.expect(http.StatusCreated, "IP access control list entry created", "id", id)
-	ctx := store.WithEntry(c.r.Context(), id) // audited as an entry create
-	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
+	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
 		if err := duplicateEntry(a, addr, ""); err != nil {
 			return err
 		}
@@ -327,7 +326,7 @@ func (s *Server) addEntry(c *call) error {
 		w, err := acl.ValidateACL(a)
 		ans.warnings = w
 		return err
-	})
+	}, c.writeOpts(store.ForEntry(id))...) // the entry's own If-Match and audit entry
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}
@@ -350,9 +349,7 @@ func (s *Server) updateEntry(c *call) error {
 		return err
 	}
 	ans := c.expect(http.StatusAccepted, "IP access control list entry updated", "id", id)
-	// The entry's own If-Match and audit entry.
-	ctx := store.WithEntry(c.r.Context(), id)
-	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
+	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
 		i := findEntry(a, id)
 		if i < 0 {
 			return entryNotFound(aclID, id)
@@ -375,7 +372,7 @@ func (s *Server) updateEntry(c *call) error {
 		w, err := acl.ValidateACL(a)
 		ans.warnings = w
 		return err
-	})
+	}, c.writeOpts(store.ForEntry(id))...) // the entry's own If-Match and audit entry
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}
@@ -384,8 +381,7 @@ func (s *Server) updateEntry(c *call) error {
 
 func (s *Server) deleteEntry(c *call) error {
 	aclID, id := c.r.PathValue("ipacl_uuid"), c.r.PathValue("entry_id")
-	ctx := store.WithEntry(c.r.Context(), id) // the entry's own If-Match and audit entry
-	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
+	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
 		i := findEntry(a, id)
 		if i < 0 {
 			return entryNotFound(aclID, id)
@@ -393,7 +389,7 @@ func (s *Server) deleteEntry(c *call) error {
 		a.Entries = append(a.Entries[:i:i], a.Entries[i+1:]...)
 		a.UpdatedAt = s.clock()
 		return nil
-	})
+	}, c.writeOpts(store.ForEntry(id))...) // the entry's own If-Match and audit entry
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -278,6 +279,14 @@ type call struct {
 	client  netip.Addr // the client the guard judged (see guard.client); invalid: unknown
 	wait    *waitSpec  // ?wait=all of a write; nil: answer without waiting
 	ans     *answer    // the success answer a write declared (see safewrite.go)
+	// opts are the store options of the request's write: actor, If-Match, idempotency
+	// (see safewrite.go).
+	opts []store.WriteOption
+}
+
+// writeOpts are the options of the request's write plus more.
+func (c *call) writeOpts(more ...store.WriteOption) []store.WriteOption {
+	return append(slices.Clip(c.opts), more...)
 }
 
 type callKey struct{}

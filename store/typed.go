@@ -92,8 +92,8 @@ func (s *Store) read(ctx context.Context, fn func(tx) error) error {
 // when the context asks for one (checked first: a replay or a mismatch ends the write
 // before fn runs). committed, if not nil, runs after the commit and before the change is
 // published.
-func (s *Store) write(ctx context.Context, fn func(t tx, c *change) error, committed func(v uint64)) (uint64, error) {
-	meta := metaOf(ctx)
+func (s *Store) write(ctx context.Context, opts []WriteOption, fn func(t tx, c *change) error, committed func(v uint64)) (uint64, error) {
+	meta := metaOf(opts)
 	var c change
 	var next uint64
 	v, epoch, err := s.b.update(ctx, func(bt tx) error {
@@ -362,7 +362,7 @@ func immutable(k kind, oldID, newID, oldAccount, newAccount string) error {
 // ---- accounts ----
 
 // CreateAccount stores a new account. An existing auth_id is ErrConflict.
-func (s *Store) CreateAccount(ctx context.Context, a acl.Account) (uint64, error) {
+func (s *Store) CreateAccount(ctx context.Context, a acl.Account, opts ...WriteOption) (uint64, error) {
 	if err := checkID("auth_id", a.AuthID); err != nil {
 		return 0, err
 	}
@@ -373,7 +373,7 @@ func (s *Store) CreateAccount(ctx context.Context, a acl.Account) (uint64, error
 	if err != nil {
 		return 0, fmt.Errorf("store: encode account: %w", err)
 	}
-	return s.write(ctx, func(t tx, c *change) error {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		old, err := t.account(a.AuthID)
 		if err != nil {
 			return err
@@ -460,7 +460,7 @@ func (s *Store) GetACL(ctx context.Context, account, id string) (acl.IPACL, erro
 // CreateACL stores a new ACL in a.Account (which must exist). The ACL must pass
 // [acl.ValidateACL] (else ErrInvalid); an id in use in any account is ErrConflict.
 // Zero timestamps are set to now.
-func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
+func (s *Store) CreateACL(ctx context.Context, a acl.IPACL, opts ...WriteOption) (uint64, error) {
 	if err := checkID("ipacl_uuid", a.UUID); err != nil {
 		return 0, err
 	}
@@ -475,7 +475,7 @@ func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx, c *change) error {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		if err := needAccount(t, a.Account); err != nil {
 			return err
 		}
@@ -493,12 +493,12 @@ func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
 // sets it (and always changes, see [Store.stampUpdate]). fn may run more than once
 // (optimistic retries in Redis mode).
 //
-// With [WithIfMatch] in ctx the ACL's current [ETag] (or, with [WithEntry], the named
-// entry's) must match first; with WithEntry the audit entry describes that entry's
-// create, update or delete.
-func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.IPACL) error) (acl.IPACL, uint64, error) {
+// With [IfMatch] the ACL's current [ETag] (or, with [ForEntry], the named entry's)
+// must match first; with ForEntry the audit entry describes that entry's create, update
+// or delete.
+func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.IPACL) error, opts ...WriteOption) (acl.IPACL, uint64, error) {
 	var out acl.IPACL
-	v, err := s.write(ctx, func(t tx, c *change) error {
+	v, err := s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.IPACL](t, kindACL, account, id)
 		if err != nil {
 			return err
@@ -573,8 +573,8 @@ func findEntry(entries []acl.Entry, id string) *acl.Entry {
 
 // DeleteACL removes an ACL of account. While trunks use it the result is an
 // [*InUseError] (wrapping ErrConflict) naming them.
-func (s *Store) DeleteACL(ctx context.Context, account, id string) (uint64, error) {
-	return s.write(ctx, func(t tx, c *change) error {
+func (s *Store) DeleteACL(ctx context.Context, account, id string, opts ...WriteOption) (uint64, error) {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.IPACL](t, kindACL, account, id)
 		if err != nil {
 			return err
@@ -629,7 +629,7 @@ func (s *Store) GetCredential(ctx context.Context, account, id string) (acl.Cred
 // CreateCredential stores a new credential in c.Account (which must exist). Usernames
 // are unique across all accounts (ErrConflict), since a digest answer without a trunk is
 // resolved by username alone.
-func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64, error) {
+func (s *Store) CreateCredential(ctx context.Context, c acl.Credential, opts ...WriteOption) (uint64, error) {
 	if err := checkID("credential_uuid", c.UUID); err != nil {
 		return 0, err
 	}
@@ -644,7 +644,7 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx, ch *change) error {
+	return s.write(ctx, opts, func(t tx, ch *change) error {
 		if err := needAccount(t, c.Account); err != nil {
 			return err
 		}
@@ -663,9 +663,9 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 }
 
 // UpdateCredential is [Store.UpdateACL] for credentials; a new username must be free.
-func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn func(*acl.Credential) error) (acl.Credential, uint64, error) {
+func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn func(*acl.Credential) error, opts ...WriteOption) (acl.Credential, uint64, error) {
 	var out acl.Credential
-	v, err := s.write(ctx, func(t tx, c *change) error {
+	v, err := s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.Credential](t, kindCredential, account, id)
 		if err != nil {
 			return err
@@ -715,8 +715,8 @@ func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn fun
 }
 
 // DeleteCredential removes a credential of account; [*InUseError] while trunks use it.
-func (s *Store) DeleteCredential(ctx context.Context, account, id string) (uint64, error) {
-	return s.write(ctx, func(t tx, ch *change) error {
+func (s *Store) DeleteCredential(ctx context.Context, account, id string, opts ...WriteOption) (uint64, error) {
+	return s.write(ctx, opts, func(t tx, ch *change) error {
 		c, err := getObj[acl.Credential](t, kindCredential, account, id)
 		if err != nil {
 			return err
@@ -806,7 +806,7 @@ func (s *Store) GetTrunk(ctx context.Context, account string, id acl.TrunkID) (a
 // CreateTrunk stores a new trunk in tr.Account (which must exist). Its ACL and
 // credential, when set, must exist in the same account (ErrInvalidRef); its domain is
 // unique across all accounts, compared in lower case (ErrConflict).
-func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
+func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk, opts ...WriteOption) (uint64, error) {
 	if err := checkID("trunk_id", string(tr.ID)); err != nil {
 		return 0, err
 	}
@@ -818,7 +818,7 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx, c *change) error {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		if err := needAccount(t, tr.Account); err != nil {
 			return err
 		}
@@ -840,9 +840,9 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 
 // UpdateTrunk is [Store.UpdateACL] for trunks, with [Store.CreateTrunk]'s reference and
 // domain rules.
-func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID, fn func(*acl.Trunk) error) (acl.Trunk, uint64, error) {
+func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID, fn func(*acl.Trunk) error, opts ...WriteOption) (acl.Trunk, uint64, error) {
 	var out acl.Trunk
-	v, err := s.write(ctx, func(t tx, c *change) error {
+	v, err := s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.Trunk](t, kindTrunk, account, string(id))
 		if err != nil {
 			return err
@@ -892,8 +892,8 @@ func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID,
 }
 
 // DeleteTrunk removes a trunk of account and frees its domain.
-func (s *Store) DeleteTrunk(ctx context.Context, account string, id acl.TrunkID) (uint64, error) {
-	return s.write(ctx, func(t tx, c *change) error {
+func (s *Store) DeleteTrunk(ctx context.Context, account string, id acl.TrunkID, opts ...WriteOption) (uint64, error) {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		tr, err := getObj[acl.Trunk](t, kindTrunk, account, string(id))
 		if err != nil {
 			return err
