@@ -376,35 +376,3 @@ func (p *pokes) take() (n notice, seen, full bool) {
 	p.last, p.seen, p.full = notice{}, false, false
 	return n, seen, full
 }
-
-// fanout delivers published versions to in-process subscribers (embedded mode).
-type fanout struct {
-	mu   sync.Mutex
-	subs map[*pokes]struct{}
-}
-
-func (f *fanout) add(ctx context.Context, p *pokes) <-chan struct{} {
-	f.mu.Lock()
-	if f.subs == nil {
-		f.subs = make(map[*pokes]struct{})
-	}
-	f.subs[p] = struct{}{}
-	f.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		<-ctx.Done()
-		f.mu.Lock()
-		delete(f.subs, p)
-		f.mu.Unlock()
-	}()
-	return done
-}
-
-func (f *fanout) send(n notice) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for p := range f.subs {
-		p.poke(n, false)
-	}
-}

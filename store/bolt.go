@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -396,3 +397,35 @@ func (t boltTx) appendAudit(account string, v []byte, limit int) error {
 
 // markACLChange: the embedded watcher shares this process and uses its hint log.
 func (t boltTx) markACLChange(uint64, string, string) error { return nil }
+
+// fanout delivers published versions to in-process subscribers (embedded mode).
+type fanout struct {
+	mu   sync.Mutex
+	subs map[*pokes]struct{}
+}
+
+func (f *fanout) add(ctx context.Context, p *pokes) <-chan struct{} {
+	f.mu.Lock()
+	if f.subs == nil {
+		f.subs = make(map[*pokes]struct{})
+	}
+	f.subs[p] = struct{}{}
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		f.mu.Lock()
+		delete(f.subs, p)
+		f.mu.Unlock()
+	}()
+	return done
+}
+
+func (f *fanout) send(n notice) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p := range f.subs {
+		p.poke(n, false)
+	}
+}
