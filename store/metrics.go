@@ -87,15 +87,24 @@ func (m *metrics) setUp(ok bool) {
 	}
 }
 
-// registerProbeMetrics registers the probe's metrics: sipedge_store_subscription_deaf_total
+// registerProbeMetrics registers sipedge_store_incident and the probe's metrics: sipedge_store_subscription_deaf_total
 // (deaf subscriptions found and replaced) and sipedge_store_subscription_echo_age_seconds
 // (time since this node last heard its own probe; -1 before the first echo or without a
 // subscription to probe).
-func registerProbeMetrics(reg prometheus.Registerer, status func() SubscriptionStatus) error {
+func registerProbeMetrics(reg prometheus.Registerer, status func() SubscriptionStatus, incident func() bool) error {
 	if reg == nil {
 		return nil
 	}
 	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sipedge_store_incident",
+			Help: "1 while the store came back empty and this node keeps serving its last good data set (restore it), else 0.",
+		}, func() float64 {
+			if incident() {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sipedge_store_subscription_deaf_total",
 			Help: "Change-notice subscriptions found deaf by the publish-and-echo probe (each replaced, followed by a full reload).",

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/store"
 	"github.com/sipedge/sipedge/store/storetest"
@@ -65,20 +67,21 @@ func TestParseRedisURL(t *testing.T) {
 // (ids, domains and usernames taken again), one audit entry per account, and the watcher
 // applies it and ends the incident.
 func TestRestore(t *testing.T) {
-	backends := map[string]func(t *testing.T) *store.Store{
-		"bolt": func(t *testing.T) *store.Store {
-			return openBoltDir(t, filepath.Join(t.TempDir(), "data"), store.WithResync(200*time.Millisecond))
+	backends := map[string]func(t *testing.T, reg *prometheus.Registry) *store.Store{
+		"bolt": func(t *testing.T, reg *prometheus.Registry) *store.Store {
+			return openBoltDir(t, filepath.Join(t.TempDir(), "data"), store.WithResync(200*time.Millisecond), store.WithMetrics(reg))
 		},
 	}
 	if os.Getenv("SIPEDGE_TEST_REDIS") != "" {
-		backends["redis"] = func(t *testing.T) *store.Store {
+		backends["redis"] = func(t *testing.T, reg *prometheus.Registry) *store.Store {
 			ro := redisOptions(t)
-			return openRedisStore(t, ro, testPrefix(t, ro), store.WithResync(200*time.Millisecond))
+			return openRedisStore(t, ro, testPrefix(t, ro), store.WithResync(200*time.Millisecond), store.WithMetrics(reg))
 		}
 	}
 	for name, open := range backends {
 		t.Run(name, func(t *testing.T) {
-			s := open(t)
+			reg := prometheus.NewRegistry()
+			s := open(t, reg)
 			ok := mustV(t)
 			seed(t, s)
 			_, _, err := s.UpdateCredential(ctx, acc, "cred-1", func(c *acl.Credential) error {
@@ -122,6 +125,9 @@ func TestRestore(t *testing.T) {
 			if got := s.AppliedVersion(); got != v {
 				t.Fatalf("applied %d during the incident, want %d kept", got, v)
 			}
+			if got := metricValue(t, reg, "sipedge_store_incident"); got != 1 {
+				t.Fatalf("sipedge_store_incident = %v during the incident", got)
+			}
 			if b := s.LastGood(); b.Version != v {
 				t.Fatalf("LastGood during the incident: version %d, want %d", b.Version, v)
 			}
@@ -143,6 +149,9 @@ func TestRestore(t *testing.T) {
 				t.Fatal("restored snapshot does not allow the restored entries")
 			}
 			eventually(t, "the incident to end", func() bool { return s.Incident() == nil })
+			if got := metricValue(t, reg, "sipedge_store_incident"); got != 0 {
+				t.Fatalf("sipedge_store_incident = %v after the restore", got)
+			}
 			c, err := s.GetCredential(ctx, acc, "cred-1")
 			if err != nil || c.HA1MD5 != "md5ha1" || c.HA1SHA256 != "sha256ha1" {
 				t.Fatalf("restored credential %+v, %v", c, err)

@@ -69,7 +69,7 @@ func newStore(b backend, o options) (*Store, error) {
 		idemTTL:    o.idemTTL,
 		reg:        newRegistry(o.nodeTTL),
 	}
-	if err := registerProbeMetrics(o.reg, s.Subscription); err != nil {
+	if err := registerProbeMetrics(o.reg, s.Subscription, func() bool { return s.Incident() != nil }); err != nil {
 		return nil, err
 	}
 	m.setUp(true)
