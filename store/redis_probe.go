@@ -127,18 +127,24 @@ func (r *redisBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{}
 	return done, nil
 }
 
+type probeResult struct {
+	token string
+	err   error
+}
+
 // listen delivers the messages of ps to p and runs the probe, until ctx is done or the
 // channel closes (false), or the probe finds the subscription deaf (true).
 func (r *redisBackend) listen(ctx context.Context, ps *redis.PubSub, p *pokes) (deaf bool) {
 	ch := ps.ChannelWithSubscriptions()
 	id := uuid.NewString()[:8]
 	var (
-		seq      uint64
-		pending  string // token of the probe in flight, "" when none
-		sentAt   time.Time
-		results  = make(chan error, 1)
-		wg       sync.WaitGroup
-		deadline = time.NewTimer(time.Hour)
+		seq        uint64
+		pending    string // token of the probe awaiting its echo, "" when none
+		sentAt     time.Time
+		publishing bool // a Publish runs (at most one: results never blocks)
+		results    = make(chan probeResult, 1)
+		wg         sync.WaitGroup
+		deadline   = time.NewTimer(time.Hour)
 	)
 	deadline.Stop()
 	defer deadline.Stop()
@@ -152,23 +158,24 @@ func (r *redisBackend) listen(ctx context.Context, ps *redis.PubSub, p *pokes) (
 		case <-ctx.Done():
 			return false
 		case <-tick.C:
-			if pending != "" {
+			if pending != "" || publishing {
 				continue // the one in flight decides
 			}
 			seq++
-			pending, sentAt = id+":"+strconv.FormatUint(seq, 10), time.Now()
-			payload := probePrefix + pending
+			pending, sentAt, publishing = id+":"+strconv.FormatUint(seq, 10), time.Now(), true
+			token := pending
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				pctx, cancel := context.WithTimeout(ctx, r.timeout)
 				defer cancel()
-				results <- r.c.Publish(pctx, r.kChannel, payload).Err()
+				results <- probeResult{token, r.c.Publish(pctx, r.kChannel, probePrefix+token).Err()}
 			}()
-		case err := <-results:
+		case res := <-results:
+			publishing = false
 			switch {
-			case pending == "": // echoed before Publish returned
-			case err != nil:
+			case res.token != pending: // echoed before Publish returned, or given up on
+			case res.err != nil:
 				// Not published (Redis unreachable, failing over): no verdict on the
 				// subscription; the next tick tries again.
 				pending = ""
@@ -189,6 +196,10 @@ func (r *redisBackend) listen(ctx context.Context, ps *redis.PubSub, p *pokes) (
 			case *redis.Subscription:
 				if m.Kind == "subscribe" {
 					p.poke(notice{}, true) // re-subscribed after a reconnect
+					// A probe published while go-redis reconnected may be lost with the old
+					// connection: no verdict on it; the next tick probes the new one.
+					pending = ""
+					deadline.Stop()
 				}
 			case *redis.Message:
 				if tok, isProbe := strings.CutPrefix(m.Payload, probePrefix); isProbe {
