@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/store"
@@ -31,6 +31,7 @@ type deafProxy struct {
 type proxyConn struct {
 	mu             sync.Mutex
 	pubsub, frozen bool
+	dead           bool // either direction ended
 	client, server net.Conn
 }
 
@@ -86,6 +87,9 @@ func (p *deafProxy) serve() {
 					}
 				}
 				if err != nil {
+					c.mu.Lock()
+					c.dead = true
+					c.mu.Unlock()
 					_ = sv.Close()
 					return
 				}
@@ -106,9 +110,9 @@ func (p *deafProxy) serve() {
 					}
 				}
 				if err != nil {
-					if err != io.EOF {
-						_ = cl.Close()
-					}
+					c.mu.Lock()
+					c.dead = true
+					c.mu.Unlock()
 					_ = cl.Close()
 					return
 				}
@@ -117,14 +121,14 @@ func (p *deafProxy) serve() {
 	}
 }
 
-// freeze makes every connection that subscribed so far deaf; it returns how many.
+// freeze makes every live connection that subscribed so far deaf; it returns how many.
 func (p *deafProxy) freeze() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, c := range p.conns {
 		c.mu.Lock()
-		if c.pubsub {
+		if c.pubsub && !c.dead {
 			c.frozen = true
 			n++
 		}
@@ -160,6 +164,18 @@ func TestRedisDeafSubscription(t *testing.T) {
 	}
 	if age := metricValue(t, reg, "sipedge_store_subscription_echo_age_seconds"); age < 0 || age > 2 {
 		t.Fatalf("echo age %v s while probing every %v", age, every)
+	}
+
+	// A killed pub/sub connection is a reconnect (go-redis re-subscribes), not deafness.
+	kc := redis.NewClient(ro)
+	defer kc.Close()
+	if err := kc.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	eventually(t, "an echo after the reconnect", func() bool { return s.Subscription().LastEcho.After(killed) })
+	if st := s.Subscription(); st.Deaf != 0 {
+		t.Fatalf("a killed connection counted as deaf: %+v", st)
 	}
 
 	if n := proxy.freeze(); n != 1 {
