@@ -96,9 +96,35 @@ func (s *Store) keepACL(a acl.IPACL, v uint64) {
 }
 
 // LastGood returns the whole data set this node applied last (nil before the first
-// apply). During an incident ([Store.Incident]) it is the data set from before the store
-// was emptied.
-func (s *Store) LastGood() *Backup { return s.good.Load().backup() }
+// apply) — or, once the store was found empty ([Store.Incident]), the data set from
+// before, until it is restored: it stays pinned even when objects written into the
+// emptied store are applied meanwhile, so a write during the incident cannot make the
+// node forget what the restore needs. The pin is released when the node applies a data
+// set of another epoch at a higher version than the pinned one (a restore, or a new data
+// set that has grown past it).
+func (s *Store) LastGood() *Backup {
+	if p := s.pinned.Load(); p != nil {
+		return p.backup()
+	}
+	return s.good.Load().backup()
+}
+
+// RestorePending reports the version of the data set pinned by an empty-store incident
+// that no restore has brought back yet (false when none).
+func (s *Store) RestorePending() (uint64, bool) {
+	if p := s.pinned.Load(); p != nil {
+		return p.version, true
+	}
+	return 0, false
+}
+
+// unpin releases the pinned pre-incident data set once the data set applied (version v
+// of epoch) supersedes it: another epoch, a higher version.
+func (s *Store) unpin(v uint64, epoch string) {
+	if p := s.pinned.Load(); p != nil && p.base != nil && epoch != p.base.Epoch && v > p.version {
+		s.pinned.CompareAndSwap(p, nil)
+	}
+}
 
 // Incident describes an empty store: the watcher found a data set without any ACL,
 // credential or trunk that was not emptied on purpose while it served a non-empty one, and
@@ -123,6 +149,7 @@ func (s *Store) noteIncident(storeVersion uint64, storeEpoch string, snapVersion
 	if cur := s.incident.Load(); cur != nil {
 		since = cur.Since
 	}
+	s.pinned.CompareAndSwap(nil, s.good.Load()) // keep the first incident's data set
 	s.incident.Store(&Incident{Since: since, StoreVersion: storeVersion, StoreEpoch: storeEpoch,
 		SnapshotVersion: snapVersion, SnapshotEpoch: snapEpoch})
 }

@@ -131,14 +131,27 @@ func TestRestore(t *testing.T) {
 			if b := s.LastGood(); b.Version != v {
 				t.Fatalf("LastGood during the incident: version %d, want %d", b.Version, v)
 			}
+			// An object written into the emptied store is served (the operator's choice),
+			// yet the pre-incident data set stays pinned for the restore.
+			adopted := ok(s.CreateACL(ctx, acl.IPACL{UUID: "acl-new", Account: acc, Entries: []acl.Entry{mkEntry("n1", "198.51.100.99")}}))
+			if snap := waitFor(adopted); snap.Allows("t1", mustAddr(t, "192.0.2.9")) {
+				t.Fatalf("the snapshot of version %d still serves the pre-incident trunk", snap.Version())
+			}
+			eventually(t, "the incident to end with the adopted write", func() bool { return s.Incident() == nil })
+			if pv, pending := s.RestorePending(); !pending || pv != v {
+				t.Fatalf("RestorePending %d %v, want %d", pv, pending, v)
+			}
+			if b := s.LastGood(); b.Version != v || fmt.Sprint(b.Counts()) != fmt.Sprint(want) {
+				t.Fatalf("LastGood after a write into the emptied store: version %d %v, want the pinned %d", b.Version, b.Counts(), v)
+			}
 			before := mustHead(t, s)
 
-			rv, err := s.Restore(ctx, good, store.RestoreOptions{FromNode: "node-a", MinVersion: lost + 40, RequestID: "req-1"})
+			rv, err := s.Restore(ctx, s.LastGood(), store.RestoreOptions{FromNode: "node-a", MinVersion: adopted + 40, RequestID: "req-1"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rv != lost+41 {
-				t.Fatalf("restored at version %d, want %d (floor+1)", rv, lost+41)
+			if rv != adopted+41 {
+				t.Fatalf("restored at version %d, want %d (floor+1)", rv, adopted+41)
 			}
 			after := mustHead(t, s)
 			if after.Version != rv || after.Epoch == before.Epoch || after.Epoch == "" {
@@ -148,7 +161,15 @@ func TestRestore(t *testing.T) {
 			if !snap.Allows("t1", mustAddr(t, "203.0.113.9")) || !snap.Allows("t1", mustAddr(t, "192.0.2.9")) {
 				t.Fatal("restored snapshot does not allow the restored entries")
 			}
-			eventually(t, "the incident to end", func() bool { return s.Incident() == nil })
+			if _, pending := s.RestorePending(); pending {
+				t.Fatal("restore still pending after the restored data set was applied")
+			}
+			if b := s.LastGood(); b.Version != rv {
+				t.Fatalf("LastGood after the restore: version %d, want %d", b.Version, rv)
+			}
+			if _, err := s.GetACL(ctx, acc, "acl-new"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("the ACL written during the incident survived the restore: %v", err)
+			}
 			if got := metricValue(t, reg, "sipedge_store_incident"); got != 0 {
 				t.Fatalf("sipedge_store_incident = %v after the restore", got)
 			}

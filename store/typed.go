@@ -47,6 +47,7 @@ type Store struct {
 
 	good     atomic.Pointer[goodSet]  // the whole data set Watch applied last (restore.go)
 	incident atomic.Pointer[Incident] // empty store seen while serving a non-empty data set
+	pinned   atomic.Pointer[goodSet]  // the data set from before an incident, until restored
 
 	bansOnce sync.Once
 	bans     *Bans // see [Store.Bans]

@@ -273,6 +273,7 @@ func (w *watcher) swap(snap *acl.Snapshot, v uint64, epoch, result string, reset
 	w.apply(snap)
 	w.snap, w.applied, w.epoch = snap, v, epoch
 	w.s.incident.Store(nil)
+	w.s.unpin(v, epoch)
 	w.s.applied.Store(v)
 	w.s.noteApplied(v, epoch) // after apply returned: the data path serves it now
 	w.s.m.applied(v)

@@ -541,7 +541,8 @@ func emptyRestoreOnce(t *testing.T, wipe string) {
 	eventually(t, 10*time.Second, func() error {
 		for _, n := range nodes {
 			if code, r := n.readyz(); code != 200 || !r.StoreIncident || r.Incident == nil || r.SnapshotVersion != before.SnapshotVersion ||
-				r.StoreVersion == r.SnapshotVersion || r.Status != "degraded" {
+				r.StoreVersion == r.SnapshotVersion || r.Status != "degraded" ||
+				r.RestorePending == nil || *r.RestorePending != before.SnapshotVersion {
 				return fmt.Errorf("node %s readyz during the incident: %d %+v", n.name, code, r)
 			}
 		}
@@ -568,7 +569,8 @@ func emptyRestoreOnce(t *testing.T, wipe string) {
 			if !slices.Equal(got, ids) {
 				return fmt.Errorf("node %s lists %v, want %v", n.name, got, ids)
 			}
-			if _, r := n.readyz(); r.SnapshotVersion != r.StoreVersion || r.StoreVersion != rv || r.StoreIncident || r.Status != "ready" {
+			if _, r := n.readyz(); r.SnapshotVersion != r.StoreVersion || r.StoreVersion != rv || r.StoreIncident || r.Status != "ready" ||
+				r.RestorePending != nil {
 				return fmt.Errorf("node %s readyz after the restore: %+v", n.name, r)
 			}
 		}

@@ -60,6 +60,10 @@ type readyzBody struct {
 	// (it keeps serving that; see Incident and POST /v1/Admin/Restore/).
 	StoreIncident bool            `json:"store_incident"`
 	Incident      *store.Incident `json:"incident,omitempty"`
+	// RestorePending names the version of the data set this node kept from before an
+	// empty-store incident that no restore has brought back yet (objects written into the
+	// emptied store may be served meanwhile); POST /v1/Admin/Restore/ writes it back.
+	RestorePending *uint64 `json:"restore_pending_version,omitempty"`
 	// Subscription is the change-notice subscription's liveness probe (Redis mode).
 	Subscription *subscriptionBody `json:"subscription,omitempty"`
 }
@@ -92,6 +96,9 @@ func (o *opsHandler) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if inc := o.store.Incident(); inc != nil {
 		b.StoreIncident, b.Incident = true, inc
+	}
+	if v, ok := o.store.RestorePending(); ok {
+		b.RestorePending = &v
 	}
 	if sub := o.store.Subscription(); sub.Probing {
 		sb := &subscriptionBody{Alive: sub.Alive, LastEchoAge: -1, LastRTTMilli: float64(sub.LastRTT.Microseconds()) / 1000, DeafTotal: sub.Deaf}
