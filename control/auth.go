@@ -241,7 +241,7 @@ func (s *Server) adminCreateAccount(c *call) error {
 		id = *req.AuthID
 	}
 	token := newToken()
-	v, err := s.st.CreateAccount(c.r.Context(), acl.Account{AuthID: id, Name: name, TokenHash: hashToken(token), CreatedAt: s.clock()})
+	v, err := s.st.CreateAccount(c.r.Context(), acl.Account{AuthID: id, Name: name, TokenHash: hashToken(token), CreatedAt: s.clock()}, c.opts...)
 	if errors.Is(err, store.ErrConflict) {
 		return conflict("auth_id is not available")
 	}

@@ -94,7 +94,7 @@ func (s *Server) createCredential(c *call) error {
 	cr := acl.Credential{UUID: uuid.NewString(), Account: c.account, Name: name, Username: user, CreatedAt: now, UpdatedAt: now}
 	setPassword(&cr, s.realm, *req.Password)
 	ans := c.expect(http.StatusCreated, "Credential created", "credential_uuid", cr.UUID)
-	v, err := s.st.CreateCredential(c.r.Context(), cr)
+	v, err := s.st.CreateCredential(c.r.Context(), cr, c.opts...)
 	if err != nil {
 		return takenUsername(err, user)
 	}
@@ -159,7 +159,7 @@ func (s *Server) updateCredential(c *call) error {
 		}
 		cr.UpdatedAt = s.clock()
 		return nil
-	})
+	}, c.opts...)
 	if err != nil {
 		return takenUsername(notFoundCredential(err, id), user)
 	}
@@ -168,7 +168,7 @@ func (s *Server) updateCredential(c *call) error {
 
 func (s *Server) deleteCredential(c *call) error {
 	id := c.r.PathValue("credential_uuid")
-	v, err := s.st.DeleteCredential(c.r.Context(), c.account, id)
+	v, err := s.st.DeleteCredential(c.r.Context(), c.account, id, c.opts...)
 	if err != nil {
 		return notFoundCredential(err, id)
 	}

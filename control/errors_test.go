@@ -145,7 +145,9 @@ func (f failing) ListACLs(context.Context, string, store.Page) ([]acl.IPACL, int
 	return nil, 0, f.err
 }
 
-func (f failing) CreateACL(context.Context, acl.IPACL) (uint64, error) { return 0, f.err }
+func (f failing) CreateACL(context.Context, acl.IPACL, ...store.WriteOption) (uint64, error) {
+	return 0, f.err
+}
 
 func TestStoreFailures(t *testing.T) {
 	t.Run("unavailable is 503", func(t *testing.T) {

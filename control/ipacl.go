@@ -130,7 +130,7 @@ func (s *Server) createACL(c *call) error {
 	}
 	ans := c.expect(http.StatusCreated, "IP access control list created", "ipacl_uuid", a.UUID)
 	ans.warnings = warnings
-	v, err := s.st.CreateACL(c.r.Context(), a)
+	v, err := s.st.CreateACL(c.r.Context(), a, c.opts...)
 	if err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ func (s *Server) updateACL(c *call) error {
 		}
 		a.UpdatedAt = now
 		return nil
-	})
+	}, c.opts...)
 	if err != nil {
 		return notFoundACL(err, id)
 	}
@@ -208,7 +208,7 @@ func (s *Server) updateACL(c *call) error {
 
 func (s *Server) deleteACL(c *call) error {
 	id := c.r.PathValue("ipacl_uuid")
-	v, err := s.st.DeleteACL(c.r.Context(), c.account, id)
+	v, err := s.st.DeleteACL(c.r.Context(), c.account, id, c.opts...)
 	if err != nil {
 		return notFoundACL(err, id)
 	}
@@ -317,8 +317,7 @@ func (s *Server) addEntry(c *call) error {
 	enabled := req.Enabled == nil || *req.Enabled
 	id := uuid.NewString()
 	ans := c.expect(http.StatusCreated, "IP access control list entry created", "id", id)
-	ctx := store.WithEntry(c.r.Context(), id) // audited as an entry create
-	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
+	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
 		if err := duplicateEntry(a, addr, ""); err != nil {
 			return err
 		}
@@ -331,7 +330,7 @@ func (s *Server) addEntry(c *call) error {
 		w, err := acl.ValidateACL(a)
 		ans.warnings = w
 		return err
-	})
+	}, c.writeOpts(store.ForEntry(id))...) // the entry's own If-Match and audit entry
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}
@@ -354,9 +353,7 @@ func (s *Server) updateEntry(c *call) error {
 		return err
 	}
 	ans := c.expect(http.StatusAccepted, "IP access control list entry updated", "id", id)
-	// The entry's own If-Match and audit entry.
-	ctx := store.WithEntry(c.r.Context(), id)
-	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
+	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
 		i := findEntry(a, id)
 		if i < 0 {
 			return entryNotFound(aclID, id)
@@ -379,7 +376,7 @@ func (s *Server) updateEntry(c *call) error {
 		w, err := acl.ValidateACL(a)
 		ans.warnings = w
 		return err
-	})
+	}, c.writeOpts(store.ForEntry(id))...) // the entry's own If-Match and audit entry
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}
@@ -388,8 +385,7 @@ func (s *Server) updateEntry(c *call) error {
 
 func (s *Server) deleteEntry(c *call) error {
 	aclID, id := c.r.PathValue("ipacl_uuid"), c.r.PathValue("entry_id")
-	ctx := store.WithEntry(c.r.Context(), id) // the entry's own If-Match and audit entry
-	_, v, err := s.st.UpdateACL(ctx, c.account, aclID, func(a *acl.IPACL) error {
+	_, v, err := s.st.UpdateACL(c.r.Context(), c.account, aclID, func(a *acl.IPACL) error {
 		i := findEntry(a, id)
 		if i < 0 {
 			return entryNotFound(aclID, id)
@@ -397,7 +393,7 @@ func (s *Server) deleteEntry(c *call) error {
 		a.Entries = append(a.Entries[:i:i], a.Entries[i+1:]...)
 		a.UpdatedAt = s.clock()
 		return nil
-	})
+	}, c.writeOpts(store.ForEntry(id))...) // the entry's own If-Match and audit entry
 	if err != nil {
 		return notFoundACL(err, aclID)
 	}

@@ -16,8 +16,8 @@ import (
 )
 
 // Safe writes: who wrote (the audit log), Idempotency-Key and If-Match. All three reach
-// the store through the request context (store.WithActor, store.WithIdempotency,
-// store.WithIfMatch), so every check happens inside the write's own store transaction.
+// the store as the write's options (store.Actor, store.Idempotent, store.IfMatch, kept
+// in call.opts), so every check happens inside the write's own store transaction.
 
 // Object routes (path templates). Their POST takes Idempotency-Key (a create on a list
 // path, an update on an object path); the POST and DELETE of an object path take
@@ -59,17 +59,16 @@ func (s *Server) withSafeWrites(rt route) route {
 		if rt.auth == authAdmin || actor == "" {
 			actor = store.ActorAdmin
 		}
-		ctx := store.WithActor(c.r.Context(), actor, c.apiID)
+		c.opts = append(c.opts, store.Actor(actor, c.apiID))
 		if conditional {
 			if vs := c.r.Header.Values("If-Match"); len(vs) > 0 {
 				tags, err := parseIfMatch(vs)
 				if err != nil {
 					return err
 				}
-				ctx = store.WithIfMatch(ctx, tags...)
+				c.opts = append(c.opts, store.IfMatch(tags...))
 			}
 		}
-		c.r = c.r.WithContext(ctx)
 		if idempotent {
 			if done, err := s.idempotency(c); done || err != nil {
 				return err
@@ -81,8 +80,8 @@ func (s *Server) withSafeWrites(rt route) route {
 }
 
 // idempotency handles Idempotency-Key: a key already answered is replayed (done), one
-// used with another request is 422, a new one is put in the request context for the
-// write to record its answer under.
+// used with another request is 422, a new one becomes an option of the write, which
+// records its answer under it.
 func (s *Server) idempotency(c *call) (done bool, err error) {
 	vs := c.r.Header.Values("Idempotency-Key")
 	if len(vs) == 0 {
@@ -104,7 +103,7 @@ func (s *Server) idempotency(c *call) (done bool, err error) {
 	if rec != nil {
 		return true, c.replay(rec)
 	}
-	c.r = c.r.WithContext(store.WithIdempotency(c.r.Context(), store.Idempotency{
+	c.opts = append(c.opts, store.Idempotent(store.Idempotency{
 		Account: c.account, Key: key, Fingerprint: fp, Response: c.recordAnswer,
 	}))
 	return false, nil

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,6 +146,8 @@ type Server struct {
 	guard    *guard                // client allow list, trusted proxies, failed-auth limit
 	denials  *Denials              // live denials of the console; nil: not configured
 	calls    func(acl.TrunkID) int // calls in progress per trunk on this node; nil: none
+	nodeID   string                // this node's id, for /v1/Admin/Restore/
+	restorer Restorer              // last good data set of /v1/Admin/Restore/; nil: not configured
 
 	reserved       []string     // Config.ReservedDomains, lowercased
 	own            []netip.Addr // Config.OwnAddrs, unmapped
@@ -304,6 +307,7 @@ func (s *Server) table() []route {
 			route{http.MethodGet, adminBans, authAdmin, s.adminListBans},
 			route{http.MethodGet, adminBans + "{ip}/", authAdmin, s.adminGetBan},
 			route{http.MethodDelete, adminBans + "{ip}/", authAdmin, s.adminLiftBan},
+			route{http.MethodPost, adminRestore, authAdmin, s.adminRestore},
 		)
 	}
 	return rs
@@ -324,6 +328,14 @@ type call struct {
 	client   netip.Addr // the client the guard judged (see guard.client); invalid: unknown
 	wait     *waitSpec  // ?wait=all of a write; nil: answer without waiting
 	ans      *answer    // the success answer a write declared (see safewrite.go)
+	// opts are the store options of the request's write: actor, If-Match, idempotency
+	// (see safewrite.go).
+	opts []store.WriteOption
+}
+
+// writeOpts are the options of the request's write plus more.
+func (c *call) writeOpts(more ...store.WriteOption) []store.WriteOption {
+	return append(slices.Clip(c.opts), more...)
 }
 
 type callKey struct{}

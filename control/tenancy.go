@@ -405,7 +405,7 @@ func (s *Server) adminUpdateAccount(c *call) error {
 		}
 		return nil
 	}
-	a, v, err := s.st.UpdateAccount(c.r.Context(), id, set)
+	a, v, err := s.st.UpdateAccount(c.r.Context(), id, set, c.opts...)
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound("account %q not found", id)
 	}
@@ -437,7 +437,7 @@ func (s *Server) adminShareACL(c *call) error {
 	_, v, err := s.st.UpdateACL(c.r.Context(), account, id, func(a *acl.IPACL) error {
 		a.Shared = *req.Shared
 		return nil
-	})
+	}, c.opts...)
 	if err != nil {
 		return notFoundACL(err, id)
 	}

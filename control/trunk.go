@@ -308,7 +308,7 @@ func (s *Server) createTrunk(c *call) error {
 	}
 	ans := c.expect(http.StatusCreated, "Trunk created", "trunk_id", string(t.ID))
 	ans.warnings = trunkWarnings(&t)
-	v, err := s.st.CreateTrunk(c.r.Context(), t)
+	v, err := s.st.CreateTrunk(c.r.Context(), t, c.opts...)
 	if err != nil {
 		return trunkWriteError(err, t.ID, t.Domain)
 	}
@@ -362,7 +362,7 @@ func (s *Server) updateTrunk(c *call) error {
 		}
 		ans.warnings = trunkWarnings(t)
 		return nil
-	})
+	}, c.opts...)
 	if err != nil {
 		return trunkWriteError(err, id, dom)
 	}
@@ -371,7 +371,7 @@ func (s *Server) updateTrunk(c *call) error {
 
 func (s *Server) deleteTrunk(c *call) error {
 	id := acl.TrunkID(c.r.PathValue("trunk_id"))
-	v, err := s.st.DeleteTrunk(c.r.Context(), c.account, id)
+	v, err := s.st.DeleteTrunk(c.r.Context(), c.account, id, c.opts...)
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound("trunk %q not found", id)
 	}

@@ -32,7 +32,7 @@ type AuditEntry struct {
 	At      time.Time `json:"at"`      // the store's clock (UTC)
 	Account string    `json:"account"` // the account the object belongs to
 	// Actor is who wrote: the auth_id of the account's API caller, [ActorAdmin], or
-	// [ActorSystem] when the context named nobody (see [WithActor]).
+	// [ActorSystem] when the write named nobody (see [Actor]).
 	Actor    string `json:"actor"`
 	Action   string `json:"action"`    // AuditCreate, AuditUpdate, AuditDelete
 	Kind     string `json:"kind"`      // AuditKindIPACL, …

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sipedge/sipedge/acl"
 )
 
 // kind names one class of account-owned objects. It is part of the key schema of both
@@ -62,6 +64,27 @@ type backend interface {
 	// done is closed when it has stopped. It returns once the subscription is confirmed,
 	// so a load that starts after it cannot miss a change.
 	subscribe(ctx context.Context, p *pokes) (done <-chan struct{}, err error)
+	// subscription reports the liveness probe of the subscription (zero value: none).
+	subscription() SubscriptionStatus
+
+	// Node registry (see cluster.go): heartbeat records st for ttl, nodes lists the
+	// entries whose lease has not run out (any order), deregister removes one.
+	heartbeat(ctx context.Context, st NodeStatus, ttl time.Duration) error
+	nodes(ctx context.Context) ([]NodeStatus, error)
+	deregister(ctx context.Context, id string) error
+
+	// Ban list (see bans.go; sources already checked). now is the caller's clock, which
+	// the embedded list uses; Redis expires keys by itself.
+	addFailure(ctx context.Context, src string, window time.Duration, now time.Time) (int64, error)
+	ban(ctx context.Context, b acl.Ban, ttl time.Duration, limit int, now time.Time) (evicted int, err error)
+	listBans(ctx context.Context, now time.Time) ([]acl.Ban, error)
+	lift(ctx context.Context, src string, now time.Time) (bool, error)
+
+	// Hit counts (see hits.go): addHits applies the deltas, each entry at most once, all
+	// or nothing as far as the backend allows; hits returns the totals of one ACL's
+	// entries, by entry id, never nil.
+	addHits(ctx context.Context, ds []hitDelta) error
+	hits(ctx context.Context, account, aclUUID string) (map[string]acl.HitStat, error)
 	// incremental reports whether every committed version is written through this
 	// process (embedded mode), so per-version change hints are complete.
 	incremental() bool
@@ -111,6 +134,14 @@ type tx interface {
 	// markACLChange records that the write committing as version v changed ACL id of
 	// account and nothing else a snapshot holds; see [backend.aclChange].
 	markACLChange(v uint64, account, id string) error
+
+	// wipe removes every account, object, index and the emptied marker (not the audit
+	// logs, idempotency records, node registry, bans or hits). accounts are the auth_ids
+	// stored now (read before, in this transaction). Used by Restore only.
+	wipe(accounts []string) error
+	// rebase makes this transaction commit as version next in a new data-set epoch
+	// (next must exceed the current version). Used by Restore only.
+	rebase(next uint64, epoch string) error
 }
 
 // rawSet is the stored form of a whole data set at one version.
@@ -122,6 +153,9 @@ type rawSet struct {
 	epoch   string
 	emptied bool
 	objs    map[kind][][]byte // stored JSON by kind, all accounts
+	// accounts is the stored JSON of every account (token hashes included), read at the
+	// same version: a node keeps the whole data set it applied (see restore.go).
+	accounts [][]byte
 }
 
 var (
@@ -296,6 +330,16 @@ func (s *strictTx) markACLChange(v uint64, account, id string) error {
 	return s.t.markACLChange(v, account, id)
 }
 
+func (s *strictTx) wipe(accounts []string) error {
+	s.wrote = true
+	return s.t.wipe(accounts)
+}
+
+func (s *strictTx) rebase(next uint64, epoch string) error {
+	s.wrote = true
+	return s.t.rebase(next, epoch)
+}
+
 // pokes collects change notices for one watcher: the newest notice seen and whether a
 // full reload was asked for. Notices coalesce; kick holds at most one wake-up, so a
 // publisher never blocks. The zero value is not usable; use [newPokes].
@@ -331,36 +375,4 @@ func (p *pokes) take() (n notice, seen, full bool) {
 	n, seen, full = p.last, p.seen, p.full
 	p.last, p.seen, p.full = notice{}, false, false
 	return n, seen, full
-}
-
-// fanout delivers published versions to in-process subscribers (embedded mode).
-type fanout struct {
-	mu   sync.Mutex
-	subs map[*pokes]struct{}
-}
-
-func (f *fanout) add(ctx context.Context, p *pokes) <-chan struct{} {
-	f.mu.Lock()
-	if f.subs == nil {
-		f.subs = make(map[*pokes]struct{})
-	}
-	f.subs[p] = struct{}{}
-	f.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		<-ctx.Done()
-		f.mu.Lock()
-		delete(f.subs, p)
-		f.mu.Unlock()
-	}()
-	return done
-}
-
-func (f *fanout) send(n notice) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for p := range f.subs {
-		p.poke(n, false)
-	}
 }

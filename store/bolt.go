@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/sipedge/sipedge/acl"
 )
 
 // BoltFile is the name of the database file [OpenBolt] keeps in its directory.
@@ -61,7 +64,7 @@ func OpenBolt(dir string, opts ...Option) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: init %s: %w", path, err)
 	}
-	s, err := newStore(&boltBackend{db: db}, o)
+	s, err := newStore(&boltBackend{db: db, bans: memBans{fails: map[string]memFail{}, bans: map[string]acl.Ban{}}}, o)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -91,8 +94,10 @@ func initBolt(btx *bolt.Tx) error {
 // boltBackend keeps the data set in one bbolt file. bbolt serialises writers and gives
 // readers a consistent view, so every rule of [backend] holds by construction.
 type boltBackend struct {
-	db   *bolt.DB
-	subs fanout
+	db       *bolt.DB
+	subs     fanout
+	registry memRegistry // node registry (bolt_nodes.go)
+	bans     memBans     // ban list (bolt_bans.go)
 }
 
 func (b *boltBackend) view(ctx context.Context, fn func(tx) error) error {
@@ -203,6 +208,12 @@ func (b *boltBackend) loadAll(ctx context.Context) (*rawSet, error) {
 		rs.version = readUint(meta.Get(keyVersion))
 		rs.epoch = string(meta.Get(keyEpoch))
 		rs.emptied = meta.Get(keyEmptied) != nil
+		if err := btx.Bucket(bucketAccounts).ForEach(func(_, v []byte) error {
+			rs.accounts = append(rs.accounts, clone(v))
+			return nil
+		}); err != nil {
+			return err
+		}
 		for _, k := range objectKinds {
 			err := btx.Bucket([]byte(k)).ForEach(func(_, v []byte) error {
 				rs.objs[k] = append(rs.objs[k], clone(v))
@@ -230,6 +241,9 @@ func (b *boltBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{},
 }
 
 func (b *boltBackend) incremental() bool { return true }
+
+// subscription: in-process notices cannot go deaf; nothing to probe.
+func (b *boltBackend) subscription() SubscriptionStatus { return SubscriptionStatus{} }
 
 func (b *boltBackend) close() error { return b.db.Close() }
 
@@ -383,3 +397,35 @@ func (t boltTx) appendAudit(account string, v []byte, limit int) error {
 
 // markACLChange: the embedded watcher shares this process and uses its hint log.
 func (t boltTx) markACLChange(uint64, string, string) error { return nil }
+
+// fanout delivers published versions to in-process subscribers (embedded mode).
+type fanout struct {
+	mu   sync.Mutex
+	subs map[*pokes]struct{}
+}
+
+func (f *fanout) add(ctx context.Context, p *pokes) <-chan struct{} {
+	f.mu.Lock()
+	if f.subs == nil {
+		f.subs = make(map[*pokes]struct{})
+	}
+	f.subs[p] = struct{}{}
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		f.mu.Lock()
+		delete(f.subs, p)
+		f.mu.Unlock()
+	}()
+	return done
+}
+
+func (f *fanout) send(n notice) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p := range f.subs {
+		p.poke(n, false)
+	}
+}

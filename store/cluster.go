@@ -3,16 +3,9 @@ package store
 import (
 	"cmp"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"slices"
-	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/sipedge/sipedge/acl"
 )
@@ -82,9 +75,6 @@ type registry struct {
 	ttl     time.Duration // lease of one heartbeat (WithNodeTTL)
 	kick    chan struct{}
 	applied atomic.Pointer[appliedMark]
-
-	mu  sync.Mutex
-	mem map[string]memNode // embedded mode: node_id → entry
 }
 
 func newRegistry(ttl time.Duration) registry {
@@ -95,11 +85,6 @@ type appliedMark struct {
 	version uint64
 	epoch   string
 	at      time.Time
-}
-
-type memNode struct {
-	st      NodeStatus
-	expires time.Time // monotonic
 }
 
 // noteApplied records that the snapshot of version v in epoch is served now (called by
@@ -120,45 +105,15 @@ func (s *Store) Heartbeat(ctx context.Context, st NodeStatus) error {
 	if err := checkID("node_id", st.NodeID); err != nil {
 		return err
 	}
-	cs := &s.reg
-	ttl := cs.ttl
-	if r, ok := s.b.(*redisBackend); ok {
-		raw, err := json.Marshal(st)
-		if err != nil {
-			return fmt.Errorf("store: encode node status: %w", err)
-		}
-		return r.heartbeat(ctx, st.NodeID, raw, ttl)
-	}
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if cs.mem == nil {
-		cs.mem = make(map[string]memNode)
-	}
-	cs.mem[st.NodeID] = memNode{st: st, expires: time.Now().Add(ttl)}
-	return nil
+	return s.b.heartbeat(ctx, st, s.reg.ttl)
 }
 
 // Nodes lists the live nodes (those whose last heartbeat is within its TTL), sorted by
 // NodeID. A Redis that cannot be reached is [ErrUnavailable].
 func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
-	var out []NodeStatus
-	if r, ok := s.b.(*redisBackend); ok {
-		var err error
-		if out, err = r.nodes(ctx); err != nil {
-			return nil, err
-		}
-	} else {
-		cs := &s.reg
-		now := time.Now()
-		cs.mu.Lock()
-		for id, n := range cs.mem {
-			if now.Before(n.expires) {
-				out = append(out, n.st)
-			} else {
-				delete(cs.mem, id)
-			}
-		}
-		cs.mu.Unlock()
+	out, err := s.b.nodes(ctx)
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b NodeStatus) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out, nil
@@ -167,13 +122,7 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeStatus, error) {
 // deregister removes node id from the registry (a clean shutdown), so the remaining
 // nodes do not wait for its lease to run out.
 func (s *Store) deregister(ctx context.Context, id string) error {
-	if r, ok := s.b.(*redisBackend); ok {
-		return r.deregister(ctx, id)
-	}
-	s.reg.mu.Lock()
-	delete(s.reg.mem, id)
-	s.reg.mu.Unlock()
-	return nil
+	return s.b.deregister(ctx, id)
 }
 
 // NotifyApplied is kept for callers written before [Store.Watch] reported its applies
@@ -262,71 +211,4 @@ func (s *Store) RunHeartbeat(ctx context.Context, self func() NodeStatus, every 
 		}
 		beat()
 	}
-}
-
-// ---- Redis ----
-//
-// P+"node:"+id is a string holding the NodeStatus JSON, written with SET PX ttl: Redis
-// expires it, so liveness needs no clock agreement between nodes. P+"nodes" is a sorted
-// set of node ids (score: lease end, Unix ms) that indexes them without a SCAN of the
-// keyspace; members whose key expired are skipped and dropped an hour later.
-
-func (r *redisBackend) nodeKey(id string) string { return r.prefix + "node:" + id }
-func (r *redisBackend) nodeIndex() string        { return r.prefix + "nodes" }
-
-func (r *redisBackend) heartbeat(caller context.Context, id string, raw []byte, ttl time.Duration) error {
-	ctx, cancel := context.WithTimeout(caller, min(r.timeout, ttl))
-	defer cancel()
-	now := time.Now()
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, r.nodeKey(id), raw, ttl)
-		p.ZAdd(ctx, r.nodeIndex(), redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: id})
-		p.ZRemRangeByScore(ctx, r.nodeIndex(), "-inf", "("+strconv.FormatInt(now.Add(-nodeIndexGrace).UnixMilli(), 10))
-		return nil
-	})
-	return r.classify(caller, err)
-}
-
-func (r *redisBackend) deregister(caller context.Context, id string) error {
-	ctx, cancel := context.WithTimeout(caller, r.timeout)
-	defer cancel()
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, r.nodeKey(id))
-		p.ZRem(ctx, r.nodeIndex(), id)
-		return nil
-	})
-	return r.classify(caller, err)
-}
-
-func (r *redisBackend) nodes(caller context.Context) ([]NodeStatus, error) {
-	ctx, cancel := context.WithTimeout(caller, r.timeout)
-	defer cancel()
-	ids, err := r.c.ZRange(ctx, r.nodeIndex(), 0, -1).Result()
-	if err != nil {
-		return nil, r.classify(caller, err)
-	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = r.nodeKey(id)
-	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, r.classify(caller, err)
-	}
-	out := make([]NodeStatus, 0, len(vals))
-	for i, v := range vals {
-		raw, ok := v.(string)
-		if !ok {
-			continue // lease ran out
-		}
-		var st NodeStatus
-		if err := json.Unmarshal([]byte(raw), &st); err != nil {
-			return nil, fmt.Errorf("store: decode %s: %w", keys[i], err)
-		}
-		out = append(out, st)
-	}
-	return out, nil
 }

@@ -1,20 +1,12 @@
 package store
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"slices"
-	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/sipedge/sipedge/acl"
 )
@@ -24,21 +16,9 @@ import (
 // data set: adding hits bumps no version, publishes no change notice, writes no audit
 // entry and is not part of a snapshot or of Load.
 
-// errNoHits is returned by a backend that keeps no hit counts (a test wrapper).
-var errNoHits = errors.New("store: this backend keeps no hit counts")
-
 // maxHitMicros bounds last_matched_at (Unix µs) so that it is exact as a Redis sorted-set
 // score (a float64): ±2^53 µs is about ±285 years around 1970.
 const maxHitMicros = 1 << 53
-
-// hitBackend is what a backend implements to keep hit counts.
-type hitBackend interface {
-	// addHits applies the deltas, each entry at most once, all or nothing as far as
-	// the backend allows.
-	addHits(ctx context.Context, ds []hitDelta) error
-	// hits returns the totals of one ACL's entries, by entry id; never nil.
-	hits(ctx context.Context, account, aclUUID string) (map[string]acl.HitStat, error)
-}
 
 // hitDelta is one entry's validated share of a flush.
 type hitDelta struct {
@@ -46,14 +26,6 @@ type hitDelta struct {
 	count               int64
 	last                int64 // Unix µs of the latest hit; meaningful only with hasLast
 	hasLast             bool
-}
-
-// hitBackend returns the hit store of s's backend.
-func (s *Store) hitBackend() (hitBackend, error) {
-	if hb, ok := s.b.(hitBackend); ok {
-		return hb, nil
-	}
-	return nil, errNoHits
 }
 
 // AddHits adds hit deltas, as [hits.Recorder.Run] flushes them, to the totals kept per
@@ -77,10 +49,6 @@ func (s *Store) hitBackend() (hitBackend, error) {
 //
 // [hits.Recorder.Run]: https://pkg.go.dev/github.com/sipedge/sipedge/hits#Recorder.Run
 func (s *Store) AddHits(ctx context.Context, hs []acl.Hit) error {
-	hb, err := s.hitBackend()
-	if err != nil {
-		return err
-	}
 	ds, skipped := hitDeltas(hs)
 	if skipped > 0 {
 		s.log.Warn().Int("skipped", skipped).Int("hits", len(hs)).Msg("entry hits that cannot be stored were skipped")
@@ -88,7 +56,7 @@ func (s *Store) AddHits(ctx context.Context, hs []acl.Hit) error {
 	if len(ds) == 0 {
 		return nil
 	}
-	if err := hb.addHits(ctx, ds); err != nil {
+	if err := s.b.addHits(ctx, ds); err != nil {
 		return fmt.Errorf("store: add %d entry hits: %w", len(ds), err)
 	}
 	return nil
@@ -105,11 +73,7 @@ func (s *Store) Hits(ctx context.Context, account, aclUUID string) (map[string]a
 	if err := checkID("ipacl_uuid", aclUUID); err != nil {
 		return nil, err
 	}
-	hb, err := s.hitBackend()
-	if err != nil {
-		return nil, err
-	}
-	out, err := hb.hits(ctx, account, aclUUID)
+	out, err := s.b.hits(ctx, account, aclUUID)
 	if err != nil {
 		return nil, fmt.Errorf("store: read hits of ipacl %s: %w", aclUUID, err)
 	}
@@ -170,149 +134,3 @@ func hitDeltaOf(h acl.Hit) (hitDelta, bool) {
 
 // hitTime is the LastMatchedAt of Unix µs us, in UTC.
 func hitTime(us int64) time.Time { return time.UnixMicro(us).UTC() }
-
-// --- bbolt -------------------------------------------------------------------------------
-//
-// Bucket "hits", created by the first AddHits: key account NUL ipacl_uuid NUL entry id →
-// count (8 bytes BE) and last_matched_at (8 bytes BE, Unix µs as int64; math.MinInt64 =
-// never). Ids hold no control characters (checkID), so keys are unambiguous and one ACL's
-// entries are one key range. The version in "meta" is not touched.
-
-var bucketHits = []byte("hits")
-
-// noHitTime marks an entry whose hits carried no time.
-const noHitTime = math.MinInt64
-
-func hitPrefix(account, aclUUID string) []byte { return []byte(account + "\x00" + aclUUID + "\x00") }
-
-func encodeHit(count uint64, last int64) []byte {
-	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, 16), count), uint64(last))
-}
-
-func decodeHit(v []byte) (count uint64, last int64) {
-	if len(v) != 16 {
-		return 0, noHitTime
-	}
-	return binary.BigEndian.Uint64(v), int64(binary.BigEndian.Uint64(v[8:]))
-}
-
-// addHits applies a flush in one write transaction. It goes to bbolt directly, not
-// through [boltBackend.update], so no version is bumped and no notice published.
-func (b *boltBackend) addHits(ctx context.Context, ds []hitDelta) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return b.db.Update(func(btx *bolt.Tx) error {
-		bk, err := btx.CreateBucketIfNotExists(bucketHits)
-		if err != nil {
-			return err
-		}
-		for _, d := range ds {
-			k := append(hitPrefix(d.account, d.acl), d.entry...)
-			count, last := decodeHit(bk.Get(k))
-			sum, carry := bits.Add64(count, uint64(d.count), 0)
-			if carry != 0 {
-				sum = math.MaxUint64 // saturate; unreachable in practice
-			}
-			if d.hasLast {
-				last = max(last, d.last)
-			}
-			if err := bk.Put(k, encodeHit(sum, last)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func (b *boltBackend) hits(ctx context.Context, account, aclUUID string) (map[string]acl.HitStat, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	out := map[string]acl.HitStat{}
-	err := b.db.View(func(btx *bolt.Tx) error {
-		bk := btx.Bucket(bucketHits)
-		if bk == nil {
-			return nil // no hit was ever added
-		}
-		prefix := hitPrefix(account, aclUUID)
-		c := bk.Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			count, last := decodeHit(v)
-			st := acl.HitStat{Count: count}
-			if last != noHitTime {
-				st.LastMatchedAt = hitTime(last)
-			}
-			out[string(k[len(prefix):])] = st
-		}
-		return nil
-	})
-	return out, err
-}
-
-// --- Redis -------------------------------------------------------------------------------
-//
-//	P+"hits:"+account+"/"+ipacl_uuid     hash        entry id → hit count (HINCRBY)
-//	P+"hitlast:"+account+"/"+ipacl_uuid  sorted set  entry id, score = last_matched_at (Unix µs;
-//	                                                 ZADD GT keeps the latest)
-//
-// '/' separates account and ACL because ids cannot hold it (checkID) but may hold ':'.
-// The keys do not expire; a flush is one MULTI/EXEC, a read one MULTI/EXEC of both keys.
-
-func (r *redisBackend) hitCountKey(account, aclUUID string) string {
-	return r.prefix + "hits:" + account + "/" + aclUUID
-}
-
-func (r *redisBackend) hitLastKey(account, aclUUID string) string {
-	return r.prefix + "hitlast:" + account + "/" + aclUUID
-}
-
-func (r *redisBackend) addHits(caller context.Context, ds []hitDelta) error {
-	ctx, cancel := context.WithTimeout(caller, r.timeout)
-	defer cancel()
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, d := range ds {
-			p.HIncrBy(ctx, r.hitCountKey(d.account, d.acl), d.entry, d.count)
-			if d.hasLast {
-				p.ZAddGT(ctx, r.hitLastKey(d.account, d.acl), redis.Z{Score: float64(d.last), Member: d.entry})
-			}
-		}
-		return nil
-	})
-	return r.classify(caller, err)
-}
-
-func (r *redisBackend) hits(caller context.Context, account, aclUUID string) (map[string]acl.HitStat, error) {
-	ctx, cancel := context.WithTimeout(caller, r.timeout)
-	defer cancel()
-	var (
-		counts *redis.MapStringStringCmd
-		lasts  *redis.ZSliceCmd
-	)
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		counts = p.HGetAll(ctx, r.hitCountKey(account, aclUUID))
-		lasts = p.ZRangeWithScores(ctx, r.hitLastKey(account, aclUUID), 0, -1)
-		return nil
-	})
-	if err != nil {
-		return nil, r.classify(caller, err)
-	}
-	out := make(map[string]acl.HitStat, len(counts.Val()))
-	for entry, v := range counts.Val() {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("store: redis: hit count of entry %s: %w", entry, err)
-		}
-		out[entry] = acl.HitStat{Count: n}
-	}
-	for _, z := range lasts.Val() {
-		entry, ok := z.Member.(string)
-		if !ok {
-			continue
-		}
-		st := out[entry]
-		st.LastMatchedAt = hitTime(int64(z.Score))
-		out[entry] = st
-	}
-	return out, nil
-}

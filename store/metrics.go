@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -95,4 +96,45 @@ func (m *metrics) setUp(ok bool) {
 	} else {
 		m.up.Set(0)
 	}
+}
+
+// registerProbeMetrics registers sipedge_store_incident and the probe's metrics: sipedge_store_subscription_deaf_total
+// (deaf subscriptions found and replaced) and sipedge_store_subscription_echo_age_seconds
+// (time since this node last heard its own probe; -1 before the first echo or without a
+// subscription to probe).
+func registerProbeMetrics(reg prometheus.Registerer, status func() SubscriptionStatus, incident func() bool) error {
+	if reg == nil {
+		return nil
+	}
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sipedge_store_incident",
+			Help: "1 while the store came back empty and this node keeps serving its last good data set (restore it), else 0.",
+		}, func() float64 {
+			if incident() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sipedge_store_subscription_deaf_total",
+			Help: "Change-notice subscriptions found deaf by the publish-and-echo probe (each replaced, followed by a full reload).",
+		}, func() float64 { return float64(status().Deaf) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sipedge_store_subscription_echo_age_seconds",
+			Help: "Seconds since this node last received its own subscription probe (-1: none yet, or nothing to probe).",
+		}, func() float64 {
+			st := status()
+			if !st.Probing || st.LastEcho.IsZero() {
+				return -1
+			}
+			return time.Since(st.LastEcho).Seconds()
+		}),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("store: register metrics (one store per registry): %w", err)
+		}
+	}
+	return nil
 }

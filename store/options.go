@@ -10,7 +10,7 @@ import (
 // Defaults of the knobs [Option]s change.
 const (
 	DefaultResync      = 30 * time.Second // Watch's periodic full resync (backstop)
-	DefaultRedisPrefix = "sipedge:"       // Redis key prefix
+	DefaultRedisPrefix = "{sipedge}:"     // Redis key prefix: one hash tag, so every write is one MULTI on one Cluster slot
 	DefaultTimeout     = 5 * time.Second  // bound on one Redis store operation
 	DefaultOpenTimeout = time.Second      // how long OpenBolt waits for the file lock
 
@@ -22,30 +22,35 @@ const (
 type Option func(*options)
 
 type options struct {
-	log         zerolog.Logger
-	now         func() time.Time
-	resync      time.Duration
-	reg         prometheus.Registerer
-	prefix      string
-	timeout     time.Duration
-	openTimeout time.Duration
-	lazy        bool
-	nodeTTL     time.Duration
-	auditLimit  int
-	idemTTL     time.Duration
+	log                      zerolog.Logger
+	now                      func() time.Time
+	resync                   time.Duration
+	reg                      prometheus.Registerer
+	prefix                   string
+	prefixSet                bool // WithPrefix given: no legacy-prefix detection
+	sentinelPassword         string
+	probeEvery, probeTimeout time.Duration
+	timeout                  time.Duration
+	openTimeout              time.Duration
+	lazy                     bool
+	nodeTTL                  time.Duration
+	auditLimit               int
+	idemTTL                  time.Duration
 }
 
 func defaultOptions() options {
 	return options{
-		log:         zerolog.Nop(),
-		now:         time.Now,
-		resync:      DefaultResync,
-		prefix:      DefaultRedisPrefix,
-		timeout:     DefaultTimeout,
-		openTimeout: DefaultOpenTimeout,
-		nodeTTL:     DefaultNodeTTL,
-		auditLimit:  DefaultAuditLimit,
-		idemTTL:     DefaultIdempotencyTTL,
+		log:          zerolog.Nop(),
+		now:          time.Now,
+		resync:       DefaultResync,
+		prefix:       DefaultRedisPrefix,
+		timeout:      DefaultTimeout,
+		openTimeout:  DefaultOpenTimeout,
+		nodeTTL:      DefaultNodeTTL,
+		auditLimit:   DefaultAuditLimit,
+		idemTTL:      DefaultIdempotencyTTL,
+		probeEvery:   DefaultProbeInterval,
+		probeTimeout: DefaultProbeTimeout,
 	}
 }
 
@@ -86,7 +91,7 @@ func WithMetrics(reg prometheus.Registerer) Option {
 func WithPrefix(p string) Option {
 	return func(o *options) {
 		if p != "" {
-			o.prefix = p
+			o.prefix, o.prefixSet = p, true
 		}
 	}
 }
@@ -139,6 +144,27 @@ func WithIdempotencyTTL(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
 			o.idemTTL = d
+		}
+	}
+}
+
+// WithSentinelPassword sets the password of the Sentinels of a redis+sentinel:// URL
+// (SIPEDGE_SENTINEL_PASSWORD); empty means none. Other forms ignore it.
+func WithSentinelPassword(p string) Option {
+	return func(o *options) { o.sentinelPassword = p }
+}
+
+// WithProbe sets how often the Redis change-notice subscription publishes its liveness
+// probe and how long its echo may take before the subscription counts as deaf (defaults
+// [DefaultProbeInterval], [DefaultProbeTimeout]); values <= 0 keep the default. Ignored by
+// the embedded store.
+func WithProbe(every, timeout time.Duration) Option {
+	return func(o *options) {
+		if every > 0 {
+			o.probeEvery = every
+		}
+		if timeout > 0 {
+			o.probeTimeout = timeout
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 )
 
 // Optimistic-locking retries of one Redis transaction: attempts, and the cap of the
@@ -20,76 +21,27 @@ const (
 	redisBackoffMax = 32 * time.Millisecond
 )
 
-// OpenRedis connects to the Redis named by url (--redis-url, e.g.
-// redis://redis.example.org:6379/0; rediss:// for TLS; query parameters as
-// redis.ParseURL takes them) and returns a Store whose data set lives under the key
-// prefix ([WithPrefix]; see README.md, "Key schema"). password, when not empty, replaces
-// the URL's (it comes from the environment and is never logged). Any number of Stores,
-// in any number of processes, can share one data set.
-//
-// Each operation is bounded by [WithTimeout] (default 5 s); a Redis that cannot be
-// reached or does not answer in time yields [ErrUnavailable], here and later. Close the
-// store to close its client.
-func OpenRedis(ctx context.Context, url, password string, opts ...Option) (*Store, error) {
-	ro, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("%w: redis url: %w", ErrInvalid, err)
-	}
-	if password != "" {
-		ro.Password = password
-	}
-	return OpenRedisOptions(ctx, ro, opts...)
-}
-
-// OpenRedisOptions is [OpenRedis] with client options instead of a URL. ro is copied
-// (with ContextTimeoutEnabled set, so deadlines reach the socket).
-func OpenRedisOptions(ctx context.Context, ro *redis.Options, opts ...Option) (*Store, error) {
-	if ro == nil {
-		return nil, errors.New("store: OpenRedisOptions: nil options")
-	}
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
-	cfg := *ro
-	cfg.ContextTimeoutEnabled = true
-	b := newRedisBackend(redis.NewClient(&cfg), o)
-	pctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	if err := b.c.Ping(pctx).Err(); err != nil {
-		err = b.classify(ctx, fmt.Errorf("ping %s: %w", cfg.Addr, err))
-		if !o.lazy || !errors.Is(err, ErrUnavailable) {
-			_ = b.c.Close()
-			return nil, err
-		}
-		o.log.Warn().Err(err).Msg("redis unreachable at start; serving 503 until the first load")
-	}
-	s, err := newStore(b, o)
-	if err != nil {
-		_ = b.c.Close()
-		return nil, err
-	}
-	s.log.Info().Str("addr", cfg.Addr).Int("db", cfg.DB).Str("prefix", o.prefix).Msg("redis store opened")
-	return s, nil
-}
-
 // redisBackend keeps the data set in Redis hashes under one prefix. Every write WATCHes
 // the version key, reads, and commits its writes with INCR version in one MULTI/EXEC;
 // since every write increments the version, a commit by anyone else in between fails
 // the EXEC and the write is retried from its reads. Reads spanning several keys use the
 // same WATCH check, so they see one version.
 type redisBackend struct {
-	c       *redis.Client
+	c       redis.UniversalClient
 	timeout time.Duration
+	log     zerolog.Logger
+	probe   *probeState // the subscription's liveness probe (redis_probe.go)
 
 	kVersion, kEpoch, kEmptied, kAccounts, kChannel, kChange, prefix string
 }
 
-func newRedisBackend(c *redis.Client, o options) *redisBackend {
+func newRedisBackend(c redis.UniversalClient, o options) *redisBackend {
 	p := o.prefix
 	return &redisBackend{
 		c:         c,
 		timeout:   o.timeout,
+		log:       o.log,
+		probe:     &probeState{every: o.probeEvery, timeout: o.probeTimeout},
 		prefix:    p,
 		kVersion:  p + "version",
 		kEpoch:    p + "epoch",
@@ -118,6 +70,10 @@ func (r *redisBackend) idemKey(account, key string) string {
 // refusing service (LOADING, READONLY, …) is ErrUnavailable; the caller giving up is
 // returned as such; anything else is a plain error.
 func (r *redisBackend) classify(caller context.Context, err error) error {
+	return classifyRedis(caller, err)
+}
+
+func classifyRedis(caller context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -221,11 +177,13 @@ func (r *redisBackend) loadAll(caller context.Context) (*rawSet, error) {
 			ver, ep *redis.StringCmd
 			em      *redis.IntCmd
 			accs    *redis.StringSliceCmd
+			accVals *redis.StringSliceCmd
 			vals    = make(map[kind][]*redis.StringSliceCmd, len(objectKinds))
 		)
 		_, err = r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			ver, ep, em = p.Get(ctx, r.kVersion), p.Get(ctx, r.kEpoch), p.Exists(ctx, r.kEmptied)
 			accs = p.HKeys(ctx, r.kAccounts)
+			accVals = p.HVals(ctx, r.kAccounts)
 			for _, k := range objectKinds {
 				for _, id := range ids {
 					vals[k] = append(vals[k], p.HVals(ctx, r.objKey(k, id)))
@@ -249,6 +207,9 @@ func (r *redisBackend) loadAll(caller context.Context) (*rawSet, error) {
 			if rs.version, err = ver.Uint64(); err != nil {
 				return nil, fmt.Errorf("store: redis: %s: %w", r.kVersion, err)
 			}
+		}
+		for _, v := range accVals.Val() {
+			rs.accounts = append(rs.accounts, []byte(v))
 		}
 		for k, cmds := range vals {
 			for _, c := range cmds {
@@ -362,52 +323,6 @@ func (r *redisBackend) publish(caller context.Context, n notice) error {
 	ctx, cancel := context.WithTimeout(caller, r.timeout)
 	defer cancel()
 	return r.classify(caller, r.c.Publish(ctx, r.kChannel, n.String()).Err())
-}
-
-// subscribe subscribes to the change channel and waits for the confirmation. Then a
-// goroutine pokes p with every announced notice, and asks for a full reload whenever
-// go-redis re-subscribes after a reconnect (messages may have been lost meanwhile) or a
-// payload does not parse.
-func (r *redisBackend) subscribe(ctx context.Context, p *pokes) (<-chan struct{}, error) {
-	ps := r.c.Subscribe(ctx, r.kChannel)
-	rctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	msg, err := ps.Receive(rctx)
-	if err != nil {
-		_ = ps.Close()
-		return nil, r.classify(ctx, fmt.Errorf("subscribe %s: %w", r.kChannel, err))
-	}
-	if _, ok := msg.(*redis.Subscription); !ok {
-		_ = ps.Close()
-		return nil, fmt.Errorf("store: redis: subscribe %s: unexpected reply %T", r.kChannel, msg)
-	}
-	ch := ps.ChannelWithSubscriptions()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() { _ = ps.Close() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m, ok := <-ch:
-				if !ok {
-					p.poke(notice{}, true)
-					return
-				}
-				switch m := m.(type) {
-				case *redis.Subscription:
-					if m.Kind == "subscribe" {
-						p.poke(notice{}, true) // re-subscribed after a reconnect
-					}
-				case *redis.Message:
-					n, err := parseNotice(m.Payload)
-					p.poke(n, err != nil)
-				}
-			}
-		}
-	}()
-	return done, nil
 }
 
 func (r *redisBackend) incremental() bool { return false }

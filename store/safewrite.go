@@ -13,7 +13,7 @@ import (
 	"github.com/sipedge/sipedge/acl"
 )
 
-// What a write's context may carry (see [API]). The values are read once per write, at
+// What a write's options say (see [API], [WriteOption]). They are read once per write, at
 // its start; none of them is ever stored except as the write's audit entry and
 // idempotency record.
 type writeMeta struct {
@@ -23,40 +23,42 @@ type writeMeta struct {
 	entry            string   // the entry an UpdateACL is about
 }
 
-type writeMetaKey struct{}
+// WriteOption shapes one write of [API]: who makes it ([Actor]), what it is about
+// ([ForEntry]), its precondition ([IfMatch]) and its idempotency ([Idempotent]). Options
+// apply in order; a later one of the same kind wins.
+type WriteOption func(*writeMeta)
 
-func metaOf(ctx context.Context) writeMeta {
-	m, _ := ctx.Value(writeMetaKey{}).(writeMeta)
+func metaOf(opts []WriteOption) writeMeta {
+	var m writeMeta
+	for _, o := range opts {
+		if o != nil {
+			o(&m)
+		}
+	}
 	return m
-}
-
-func withMeta(ctx context.Context, f func(*writeMeta)) context.Context {
-	m := metaOf(ctx)
-	f(&m)
-	return context.WithValue(ctx, writeMetaKey{}, m)
 }
 
 // Actors recorded in the audit log besides an account's auth_id.
 const (
 	ActorAdmin  = "admin"  // the admin API
-	ActorSystem = "system" // a write whose context names no actor (bootstrap, tools)
+	ActorSystem = "system" // a write that names no actor (bootstrap, tools)
 )
 
-// WithActor names who makes the writes done with ctx (an auth_id, or [ActorAdmin]) and
-// the request they belong to (the API's api_id), for the audit log.
-func WithActor(ctx context.Context, actor, requestID string) context.Context {
-	return withMeta(ctx, func(m *writeMeta) { m.actor, m.requestID = actor, requestID })
+// Actor names who makes the write (an auth_id, or [ActorAdmin]) and the request it
+// belongs to (the API's api_id), for the audit log.
+func Actor(actor, requestID string) WriteOption {
+	return func(m *writeMeta) { m.actor, m.requestID = actor, requestID }
 }
 
-// WithEntry says that the UpdateACL done with ctx is a change of one entry of the ACL,
-// entryID: its audit entry is of kind "entry" (create, update or delete, with the
-// entry's before and after), and [WithIfMatch] is checked against the entry's ETag
-// instead of the ACL's. Other writes ignore it.
-func WithEntry(ctx context.Context, entryID string) context.Context {
-	return withMeta(ctx, func(m *writeMeta) { m.entry = entryID })
+// ForEntry says that the UpdateACL is a change of one entry of the ACL, entryID: its
+// audit entry is of kind "entry" (create, update or delete, with the entry's before and
+// after), and [IfMatch] is checked against the entry's ETag instead of the ACL's. Other
+// writes ignore it.
+func ForEntry(entryID string) WriteOption {
+	return func(m *writeMeta) { m.entry = entryID }
 }
 
-// WithIfMatch makes the UpdateX and DeleteX done with ctx conditional: inside the write
+// IfMatch makes an UpdateX or DeleteX conditional: inside the write
 // transaction, the object's current [ETag] must equal one of tags, or the write fails
 // with [ErrPreconditionFailed] and changes nothing. "*" matches any existing object;
 // weak tags (W/"…") never match (If-Match compares strongly). A missing object is
@@ -65,12 +67,12 @@ func WithEntry(ctx context.Context, entryID string) context.Context {
 // Because the check runs in the write's own transaction (and Redis retries re-read the
 // object), of several writers holding the same ETag exactly one succeeds: every
 // successful update changes the object's ETag (see [Store.UpdateACL]).
-func WithIfMatch(ctx context.Context, tags ...string) context.Context {
+func IfMatch(tags ...string) WriteOption {
 	tags = slices.Clone(tags)
 	if tags == nil {
 		tags = []string{}
 	}
-	return withMeta(ctx, func(m *writeMeta) { m.ifMatch = tags })
+	return func(m *writeMeta) { m.ifMatch = tags }
 }
 
 // precondition checks etag, the current ETag of the object a write changes, against the
@@ -107,7 +109,7 @@ func ETag[T acl.IPACL | acl.Entry | acl.Credential | acl.Trunk](obj T) string {
 	return `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
 }
 
-// Idempotency asks a write to be done at most once per key: see [WithIdempotency].
+// Idempotency asks a write to be done at most once per key: see [Idempotent].
 type Idempotency struct {
 	// Account scopes the key (the same key in two accounts are two keys).
 	Account string
@@ -124,14 +126,14 @@ type Idempotency struct {
 	Response func(version uint64) ([]byte, error)
 }
 
-// WithIdempotency makes the write done with ctx idempotent under i.Key: inside its
-// transaction it first looks the key up; a record with the same fingerprint ends the
-// write with a [*ReplayError] carrying the recorded response, one with another
-// fingerprint with [ErrIdempotencyMismatch], both without writing anything. Otherwise
-// the write commits together with a record of i.Response(version), so a crash can never
-// leave a record without its write or a write without its record.
-func WithIdempotency(ctx context.Context, i Idempotency) context.Context {
-	return withMeta(ctx, func(m *writeMeta) { m.idem = &i })
+// Idempotent makes the write idempotent under i.Key: inside its transaction it first
+// looks the key up; a record with the same fingerprint ends the write with a
+// [*ReplayError] carrying the recorded response, one with another fingerprint with
+// [ErrIdempotencyMismatch], both without writing anything. Otherwise the write commits
+// together with a record of i.Response(version), so a crash can never leave a record
+// without its write or a write without its record.
+func Idempotent(i Idempotency) WriteOption {
+	return func(m *writeMeta) { m.idem = &i }
 }
 
 // idemRecord is the stored form of one idempotency key.
@@ -147,7 +149,7 @@ func idemKeyHash(key string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// replayed looks the key of i up in t: a live record ends the write (see WithIdempotency).
+// replayed looks the key of i up in t: a live record ends the write (see Idempotent).
 func replayed(t tx, i *Idempotency, now time.Time) error {
 	raw, err := t.idem(i.Account, idemKeyHash(i.Key))
 	if err != nil || raw == nil {
@@ -188,7 +190,7 @@ func (s *Store) recordIdempotency(t tx, i *Idempotency, v uint64) error {
 // response recorded for it when fingerprint matches, nil when the key is unknown (or
 // expired), [ErrIdempotencyMismatch] when it was used with another fingerprint. The
 // API uses it to answer a retry before doing any work; the write's own check
-// ([WithIdempotency]) still decides races.
+// ([Idempotent]) still decides races.
 func (s *Store) IdempotentResponse(ctx context.Context, account, key, fingerprint string) ([]byte, error) {
 	var resp []byte
 	err := s.read(ctx, func(t tx) error {

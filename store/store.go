@@ -19,14 +19,14 @@ var (
 	ErrUnavailable = errors.New("store: unavailable")       // backend down / timed out
 
 	// ErrPreconditionFailed: the object's current ETag matches none of the If-Match tags
-	// of the write's context ([WithIfMatch]); nothing was written.
+	// of the write's [IfMatch] option; nothing was written.
 	ErrPreconditionFailed = errors.New("store: precondition failed")
-	// ErrIdempotencyMismatch: the write's idempotency key ([WithIdempotency]) was used
+	// ErrIdempotencyMismatch: the write's idempotency key ([Idempotent]) was used
 	// within its TTL by a request with another fingerprint; nothing was written.
 	ErrIdempotencyMismatch = errors.New("store: idempotency key reused with a different request")
 )
 
-// ReplayError is returned by a write whose idempotency key ([WithIdempotency]) was used
+// ReplayError is returned by a write whose idempotency key ([Idempotent]) was used
 // by an earlier committed write with the same fingerprint: nothing was written, and
 // Response is what the earlier write recorded.
 type ReplayError struct {
@@ -50,32 +50,32 @@ type Page struct{ Offset, Limit int }
 
 // API is the typed surface control uses. *Store implements it.
 //
-// Every write records an [AuditEntry] in the same transaction; what the context carries
-// ([WithActor], [WithIdempotency], [WithIfMatch], [WithEntry]) shapes that entry and
-// adds the write's preconditions, so the signatures stay those of plain CRUD.
+// Every write records an [AuditEntry] in the same transaction; its [WriteOption]s
+// ([Actor], [Idempotent], [IfMatch], [ForEntry]) shape that entry and add the write's
+// preconditions.
 type API interface {
-	CreateAccount(ctx context.Context, a acl.Account) (uint64, error)
+	CreateAccount(ctx context.Context, a acl.Account, opts ...WriteOption) (uint64, error)
 	Account(ctx context.Context, authID string) (acl.Account, error)
 	Accounts(ctx context.Context) ([]acl.Account, error)
-	UpdateAccount(ctx context.Context, authID string, fn func(*acl.Account) error) (acl.Account, uint64, error)
+	UpdateAccount(ctx context.Context, authID string, fn func(*acl.Account) error, opts ...WriteOption) (acl.Account, uint64, error)
 
 	ListACLs(ctx context.Context, account string, p Page) ([]acl.IPACL, int, error)
 	GetACL(ctx context.Context, account, id string) (acl.IPACL, error)
-	CreateACL(ctx context.Context, a acl.IPACL) (uint64, error)
-	UpdateACL(ctx context.Context, account, id string, fn func(*acl.IPACL) error) (acl.IPACL, uint64, error)
-	DeleteACL(ctx context.Context, account, id string) (uint64, error)
+	CreateACL(ctx context.Context, a acl.IPACL, opts ...WriteOption) (uint64, error)
+	UpdateACL(ctx context.Context, account, id string, fn func(*acl.IPACL) error, opts ...WriteOption) (acl.IPACL, uint64, error)
+	DeleteACL(ctx context.Context, account, id string, opts ...WriteOption) (uint64, error)
 
 	ListCredentials(ctx context.Context, account string, p Page) ([]acl.Credential, int, error)
 	GetCredential(ctx context.Context, account, id string) (acl.Credential, error)
-	CreateCredential(ctx context.Context, c acl.Credential) (uint64, error)
-	UpdateCredential(ctx context.Context, account, id string, fn func(*acl.Credential) error) (acl.Credential, uint64, error)
-	DeleteCredential(ctx context.Context, account, id string) (uint64, error)
+	CreateCredential(ctx context.Context, c acl.Credential, opts ...WriteOption) (uint64, error)
+	UpdateCredential(ctx context.Context, account, id string, fn func(*acl.Credential) error, opts ...WriteOption) (acl.Credential, uint64, error)
+	DeleteCredential(ctx context.Context, account, id string, opts ...WriteOption) (uint64, error)
 
 	ListTrunks(ctx context.Context, account string, p Page) ([]acl.Trunk, int, error)
 	GetTrunk(ctx context.Context, account string, id acl.TrunkID) (acl.Trunk, error)
-	CreateTrunk(ctx context.Context, t acl.Trunk) (uint64, error)
-	UpdateTrunk(ctx context.Context, account string, id acl.TrunkID, fn func(*acl.Trunk) error) (acl.Trunk, uint64, error)
-	DeleteTrunk(ctx context.Context, account string, id acl.TrunkID) (uint64, error)
+	CreateTrunk(ctx context.Context, t acl.Trunk, opts ...WriteOption) (uint64, error)
+	UpdateTrunk(ctx context.Context, account string, id acl.TrunkID, fn func(*acl.Trunk) error, opts ...WriteOption) (acl.Trunk, uint64, error)
+	DeleteTrunk(ctx context.Context, account string, id acl.TrunkID, opts ...WriteOption) (uint64, error)
 
 	Version(ctx context.Context) (uint64, error)
 	Head(ctx context.Context) (Head, error)

@@ -375,9 +375,9 @@ func countQuota(t tx, k kind, account string, limit int, what string) error {
 // UpdateAccount reads the account, lets fn change it and writes it back in one
 // transaction (the admin API's account settings). fn must not change auth_id; an error
 // from fn aborts the write and is returned unchanged.
-func (s *Store) UpdateAccount(ctx context.Context, authID string, fn func(*acl.Account) error) (acl.Account, uint64, error) {
+func (s *Store) UpdateAccount(ctx context.Context, authID string, fn func(*acl.Account) error, opts ...WriteOption) (acl.Account, uint64, error) {
 	var out acl.Account
-	v, err := s.write(ctx, func(t tx, c *change) error {
+	v, err := s.write(ctx, opts, func(t tx, c *change) error {
 		raw, err := t.account(authID)
 		if err != nil {
 			return err

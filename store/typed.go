@@ -45,6 +45,10 @@ type Store struct {
 	hints   hintLog       // embedded mode: version → the ACL an UpdateACL wrote
 	reg     registry      // node registry: lease, heartbeat wake-up, last apply
 
+	good     atomic.Pointer[goodSet]  // the whole data set Watch applied last (restore.go)
+	incident atomic.Pointer[Incident] // empty store seen while serving a non-empty data set
+	pinned   atomic.Pointer[goodSet]  // the data set from before an incident, until restored
+
 	bansOnce sync.Once
 	bans     *Bans // see [Store.Bans]
 
@@ -68,6 +72,9 @@ func newStore(b backend, o options) (*Store, error) {
 		idemTTL:    o.idemTTL,
 		reg:        newRegistry(o.nodeTTL),
 	}
+	if err := registerProbeMetrics(o.reg, s.Subscription, func() bool { return s.Incident() != nil }); err != nil {
+		return nil, err
+	}
 	m.setUp(true)
 	return s, nil
 }
@@ -88,8 +95,8 @@ func (s *Store) read(ctx context.Context, fn func(tx) error) error {
 // when the context asks for one (checked first: a replay or a mismatch ends the write
 // before fn runs). committed, if not nil, runs after the commit and before the change is
 // published.
-func (s *Store) write(ctx context.Context, fn func(t tx, c *change) error, committed func(v uint64)) (uint64, error) {
-	meta := metaOf(ctx)
+func (s *Store) write(ctx context.Context, opts []WriteOption, fn func(t tx, c *change) error, committed func(v uint64)) (uint64, error) {
+	meta := metaOf(opts)
 	var c change
 	var next uint64
 	v, epoch, err := s.b.update(ctx, func(bt tx) error {
@@ -359,7 +366,7 @@ func immutable(k kind, oldID, newID, oldAccount, newAccount string) error {
 // ---- accounts ----
 
 // CreateAccount stores a new account. An existing auth_id is ErrConflict.
-func (s *Store) CreateAccount(ctx context.Context, a acl.Account) (uint64, error) {
+func (s *Store) CreateAccount(ctx context.Context, a acl.Account, opts ...WriteOption) (uint64, error) {
 	if err := checkID("auth_id", a.AuthID); err != nil {
 		return 0, err
 	}
@@ -370,7 +377,7 @@ func (s *Store) CreateAccount(ctx context.Context, a acl.Account) (uint64, error
 	if err != nil {
 		return 0, fmt.Errorf("store: encode account: %w", err)
 	}
-	return s.write(ctx, func(t tx, c *change) error {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		old, err := t.account(a.AuthID)
 		if err != nil {
 			return err
@@ -457,7 +464,7 @@ func (s *Store) GetACL(ctx context.Context, account, id string) (acl.IPACL, erro
 // CreateACL stores a new ACL in a.Account (which must exist). The ACL must pass
 // [acl.ValidateACL] (else ErrInvalid); an id in use in any account is ErrConflict.
 // Zero timestamps are set to now.
-func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
+func (s *Store) CreateACL(ctx context.Context, a acl.IPACL, opts ...WriteOption) (uint64, error) {
 	if err := checkID("ipacl_uuid", a.UUID); err != nil {
 		return 0, err
 	}
@@ -472,7 +479,7 @@ func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx, c *change) error {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		if err := needAccount(t, a.Account); err != nil {
 			return err
 		}
@@ -493,12 +500,12 @@ func (s *Store) CreateACL(ctx context.Context, a acl.IPACL) (uint64, error) {
 // sets it (and always changes, see [Store.stampUpdate]). fn may run more than once
 // (optimistic retries in Redis mode).
 //
-// With [WithIfMatch] in ctx the ACL's current [ETag] (or, with [WithEntry], the named
-// entry's) must match first; with WithEntry the audit entry describes that entry's
-// create, update or delete.
-func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.IPACL) error) (acl.IPACL, uint64, error) {
+// With [IfMatch] the ACL's current [ETag] (or, with [ForEntry], the named entry's)
+// must match first; with ForEntry the audit entry describes that entry's create, update
+// or delete.
+func (s *Store) UpdateACL(ctx context.Context, account, id string, fn func(*acl.IPACL) error, opts ...WriteOption) (acl.IPACL, uint64, error) {
 	var out acl.IPACL
-	v, err := s.write(ctx, func(t tx, c *change) error {
+	v, err := s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.IPACL](t, kindACL, account, id)
 		if err != nil {
 			return err
@@ -576,8 +583,8 @@ func findEntry(entries []acl.Entry, id string) *acl.Entry {
 
 // DeleteACL removes an ACL of account. While trunks use it the result is an
 // [*InUseError] (wrapping ErrConflict) naming them.
-func (s *Store) DeleteACL(ctx context.Context, account, id string) (uint64, error) {
-	return s.write(ctx, func(t tx, c *change) error {
+func (s *Store) DeleteACL(ctx context.Context, account, id string, opts ...WriteOption) (uint64, error) {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.IPACL](t, kindACL, account, id)
 		if err != nil {
 			return err
@@ -635,7 +642,7 @@ func (s *Store) GetCredential(ctx context.Context, account, id string) (acl.Cred
 // CreateCredential stores a new credential in c.Account (which must exist). Usernames
 // are unique across all accounts (ErrConflict), since a digest answer without a trunk is
 // resolved by username alone.
-func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64, error) {
+func (s *Store) CreateCredential(ctx context.Context, c acl.Credential, opts ...WriteOption) (uint64, error) {
 	if err := checkID("credential_uuid", c.UUID); err != nil {
 		return 0, err
 	}
@@ -650,7 +657,7 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx, ch *change) error {
+	return s.write(ctx, opts, func(t tx, ch *change) error {
 		if err := needAccount(t, c.Account); err != nil {
 			return err
 		}
@@ -676,9 +683,9 @@ func (s *Store) CreateCredential(ctx context.Context, c acl.Credential) (uint64,
 }
 
 // UpdateCredential is [Store.UpdateACL] for credentials; a new username must be free.
-func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn func(*acl.Credential) error) (acl.Credential, uint64, error) {
+func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn func(*acl.Credential) error, opts ...WriteOption) (acl.Credential, uint64, error) {
 	var out acl.Credential
-	v, err := s.write(ctx, func(t tx, c *change) error {
+	v, err := s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.Credential](t, kindCredential, account, id)
 		if err != nil {
 			return err
@@ -728,8 +735,8 @@ func (s *Store) UpdateCredential(ctx context.Context, account, id string, fn fun
 }
 
 // DeleteCredential removes a credential of account; [*InUseError] while trunks use it.
-func (s *Store) DeleteCredential(ctx context.Context, account, id string) (uint64, error) {
-	return s.write(ctx, func(t tx, ch *change) error {
+func (s *Store) DeleteCredential(ctx context.Context, account, id string, opts ...WriteOption) (uint64, error) {
+	return s.write(ctx, opts, func(t tx, ch *change) error {
 		c, err := getObj[acl.Credential](t, kindCredential, account, id)
 		if err != nil {
 			return err
@@ -819,7 +826,7 @@ func (s *Store) GetTrunk(ctx context.Context, account string, id acl.TrunkID) (a
 // CreateTrunk stores a new trunk in tr.Account (which must exist). Its ACL and
 // credential, when set, must exist in the same account (ErrInvalidRef); its domain is
 // unique across all accounts, compared in lower case (ErrConflict).
-func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
+func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk, opts ...WriteOption) (uint64, error) {
 	if err := checkID("trunk_id", string(tr.ID)); err != nil {
 		return 0, err
 	}
@@ -831,7 +838,7 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.write(ctx, func(t tx, c *change) error {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		if err := needAccount(t, tr.Account); err != nil {
 			return err
 		}
@@ -860,9 +867,9 @@ func (s *Store) CreateTrunk(ctx context.Context, tr acl.Trunk) (uint64, error) {
 
 // UpdateTrunk is [Store.UpdateACL] for trunks, with [Store.CreateTrunk]'s reference and
 // domain rules.
-func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID, fn func(*acl.Trunk) error) (acl.Trunk, uint64, error) {
+func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID, fn func(*acl.Trunk) error, opts ...WriteOption) (acl.Trunk, uint64, error) {
 	var out acl.Trunk
-	v, err := s.write(ctx, func(t tx, c *change) error {
+	v, err := s.write(ctx, opts, func(t tx, c *change) error {
 		cur, err := getObj[acl.Trunk](t, kindTrunk, account, string(id))
 		if err != nil {
 			return err
@@ -912,8 +919,8 @@ func (s *Store) UpdateTrunk(ctx context.Context, account string, id acl.TrunkID,
 }
 
 // DeleteTrunk removes a trunk of account and frees its domain.
-func (s *Store) DeleteTrunk(ctx context.Context, account string, id acl.TrunkID) (uint64, error) {
-	return s.write(ctx, func(t tx, c *change) error {
+func (s *Store) DeleteTrunk(ctx context.Context, account string, id acl.TrunkID, opts ...WriteOption) (uint64, error) {
+	return s.write(ctx, opts, func(t tx, c *change) error {
 		tr, err := getObj[acl.Trunk](t, kindTrunk, account, string(id))
 		if err != nil {
 			return err
@@ -940,29 +947,35 @@ func (s *Store) Version(ctx context.Context) (uint64, error) { return s.b.versio
 // Load returns every ACL, credential and trunk of every account at one consistent
 // version, each list ordered by account, created_at, id.
 func (s *Store) Load(ctx context.Context) (*acl.Dataset, error) {
-	ds, _, err := s.load(ctx)
+	ds, _, _, err := s.load(ctx)
 	return ds, err
 }
 
-func (s *Store) load(ctx context.Context) (*acl.Dataset, string, error) {
+// load reads the whole data set: its objects, epoch and accounts (by auth_id).
+func (s *Store) load(ctx context.Context) (*acl.Dataset, string, []acl.Account, error) {
 	rs, err := s.b.loadAll(ctx)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	ds := &acl.Dataset{Version: rs.version, Emptied: rs.emptied}
 	if ds.ACLs, err = decodeAll[acl.IPACL](rs.objs[kindACL], kindACL); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if ds.Credentials, err = decodeAll[acl.Credential](rs.objs[kindCredential], kindCredential); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if ds.Trunks, err = decodeAll[acl.Trunk](rs.objs[kindTrunk], kindTrunk); err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
+	accounts, err := decodeAll[acl.Account](rs.accounts, "account")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	slices.SortFunc(accounts, func(a, b acl.Account) int { return cmp.Compare(a.AuthID, b.AuthID) })
 	sortByAccount(ds.ACLs, func(a *acl.IPACL) string { return a.Account }, aclKey)
 	sortByAccount(ds.Credentials, func(c *acl.Credential) string { return c.Account }, credKey)
 	sortByAccount(ds.Trunks, func(tr *acl.Trunk) string { return tr.Account }, trunkKey)
-	return ds, rs.epoch, nil
+	return ds, rs.epoch, accounts, nil
 }
 
 func sortByAccount[T any](objs []T, account func(*T) string, key func(*T) (time.Time, string)) {

@@ -187,6 +187,7 @@ func (w *watcher) notified(ctx context.Context, n notice) bool {
 	}
 	w.s.m.setUp(true)
 	w.s.m.compiled(time.Since(start).Seconds())
+	w.s.keepACL(a, n.version)
 	w.swap(snap, n.version, w.epoch, resultIncremental, false)
 	return true
 }
@@ -211,6 +212,10 @@ func (w *watcher) incremental(v uint64) bool {
 		}
 		snap = next
 	}
+	for ver := w.applied + 1; ver <= v; ver++ {
+		a, _ := w.s.hints.get(ver)
+		w.s.keepACL(a, ver)
+	}
 	w.s.m.compiled(time.Since(start).Seconds())
 	w.swap(snap, v, w.epoch, resultIncremental, false)
 	return true
@@ -219,7 +224,7 @@ func (w *watcher) incremental(v uint64) bool {
 // reload loads and compiles everything and applies it when it differs from what is
 // applied. It reports false only when the load failed.
 func (w *watcher) reload(ctx context.Context) bool {
-	ds, epoch, err := w.s.load(ctx)
+	ds, epoch, accounts, err := w.s.load(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return true // shutting down
@@ -231,11 +236,15 @@ func (w *watcher) reload(ctx context.Context) bool {
 	}
 	w.s.m.setUp(true)
 	if w.snap != nil && epoch == w.epoch && ds.Version == w.applied {
+		if g := w.s.good.Load(); g != nil && len(g.overrides) > 0 {
+			w.s.keepGood(ds, epoch, accounts) // fold the incremental ACL writes into one copy
+		}
 		w.s.m.reload(resultUnchanged)
 		return true
 	}
 	reset := w.snap != nil && (epoch != w.epoch || ds.Version < w.applied)
 	if w.snap != nil && ds.Empty() && !ds.Emptied && !w.snap.Empty() {
+		w.s.noteIncident(ds.Version, epoch, w.applied, w.epoch)
 		w.s.m.reload(resultKeptEmpty)
 		w.log.Warn().Uint64("version", ds.Version).Uint64("snapshot_version", w.applied).
 			Msg("store holds an empty data set that was not emptied on purpose, keeping the last snapshot")
@@ -254,6 +263,7 @@ func (w *watcher) reload(ctx context.Context) bool {
 		w.log.Warn().Int("problems", len(probs)).Str("first", probs[0].String()).Uint64("version", ds.Version).
 			Msg("snapshot compiled with problems (the objects concerned fail closed)")
 	}
+	w.s.keepGood(ds, epoch, accounts)
 	w.swap(snap, ds.Version, epoch, resultFull, reset)
 	return true
 }
@@ -262,6 +272,8 @@ func (w *watcher) swap(snap *acl.Snapshot, v uint64, epoch, result string, reset
 	prev := w.applied
 	w.apply(snap)
 	w.snap, w.applied, w.epoch = snap, v, epoch
+	w.s.incident.Store(nil)
+	w.s.unpin(v, epoch)
 	w.s.applied.Store(v)
 	w.s.noteApplied(v, epoch) // after apply returned: the data path serves it now
 	w.s.m.applied(v)
@@ -273,3 +285,7 @@ func (w *watcher) swap(snap *acl.Snapshot, v uint64, epoch, result string, reset
 	ev.Uint64("snapshot_version", v).Uint64("previous_version", prev).Str("result", result).
 		Bool("reset", reset).Msg("snapshot applied")
 }
+
+// Subscription reports the liveness probe of the change-notice subscription [Store.Watch]
+// holds (Redis mode; in embedded mode Probing is false).
+func (s *Store) Subscription() SubscriptionStatus { return s.b.subscription() }

@@ -145,7 +145,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 		return fmt.Errorf("control: %w", err)
 	}
 	api := control.New(apiCfg, st, control.WithCluster(st), control.WithSnapshot(holder.Load),
-		control.WithBans(sipSrv.Bans()), control.WithHits(st),
+		control.WithBans(sipSrv.Bans()), control.WithHits(st), control.WithRestore(cfg.NodeID, st),
 		control.WithDenials(denials), control.WithCalls(sipSrv.TrunkCalls))
 
 	ops := &opsHandler{cfg: cfg, holder: &holder, store: st, sip: sipSrv, started: time.Now()}
@@ -198,6 +198,9 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 				return nil
 			}
 		})
+	}
+	if cfg.RedisURL != "" && cfg.Secrets.AuthID != "" && cfg.Secrets.AuthToken != "" {
+		g.Go(func() error { return keepBootstrapAccount(gctx, st, cfg, log) })
 	}
 	g.Go(func() error {
 		err := st.Watch(gctx, holder.Store) // Watch also tells the heartbeat (?wait=all)
@@ -304,7 +307,7 @@ func openStore(ctx context.Context, cfg Config, log zerolog.Logger, reg promethe
 	}
 	if cfg.RedisURL != "" {
 		redis.SetLogger(redisLog{log.With().Str("component", "go-redis").Logger()})
-		opts = append(opts, store.WithLazyConnect())
+		opts = append(opts, store.WithLazyConnect(), store.WithSentinelPassword(cfg.Secrets.SentinelPassword))
 		return store.OpenRedis(ctx, cfg.RedisURL, cfg.Secrets.RedisPassword, opts...)
 	}
 	return store.OpenBolt(cfg.DataDir, opts...)

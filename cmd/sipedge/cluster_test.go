@@ -385,7 +385,7 @@ func TestClusterConverges(t *testing.T) {
 	// Stale and duplicate pokes never roll a node back.
 	_, st := a.readyz()
 	for _, v := range []string{"0", "1", strconv.FormatUint(st.SnapshotVersion, 10), "garbage"} {
-		rc.Publish(context.Background(), "sipedge:changes", v)
+		rc.Publish(context.Background(), "{sipedge}:changes", v)
 	}
 	time.Sleep(300 * time.Millisecond)
 	for _, n := range nodes {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sipedge/sipedge/acl"
 	"github.com/sipedge/sipedge/control"
+	"github.com/sipedge/sipedge/store"
 )
 
 // Config is everything sipedge needs to start, from flags and SIPEDGE_* environment variables.
@@ -70,7 +71,9 @@ type secrets struct {
 	AuthToken     string // SIPEDGE_AUTH_TOKEN
 	AdminToken    string // SIPEDGE_ADMIN_TOKEN
 	RedisPassword string // SIPEDGE_REDIS_PASSWORD
-	NonceKey      []byte // SIPEDGE_NONCE_KEY or the file SIPEDGE_NONCE_KEY_FILE
+	// SentinelPassword authenticates to the Sentinels of a redis+sentinel:// URL.
+	SentinelPassword string // SIPEDGE_SENTINEL_PASSWORD
+	NonceKey         []byte // SIPEDGE_NONCE_KEY or the file SIPEDGE_NONCE_KEY_FILE
 }
 
 func defaultConfig() Config {
@@ -117,7 +120,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.SIPAdvertise, "sip-advertise", c.SIPAdvertise, "host[:port] put in Via and Record-Route (default: the listen address)")
 	fs.StringVar(&c.HTTPListen, "http-listen", c.HTTPListen, "control API, /metrics, /healthz and /readyz listen address")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded store (ignored with --redis-url)")
-	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "redis://host:6379/0 or rediss://… to share one data set between nodes (password: SIPEDGE_REDIS_PASSWORD)")
+	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "share one data set between nodes: redis://host:6379/0, rediss://…, redis+sentinel://s1:26379,s2:26379/mymaster/0 or redis+cluster://n1:6379,n2:6379 (passwords: SIPEDGE_REDIS_PASSWORD, SIPEDGE_SENTINEL_PASSWORD)")
 	fs.StringVar(&c.Upstream, "upstream", c.Upstream, "default upstream for allowed INVITEs (a trunk's upstream_uri overrides it)")
 	fs.StringVar(&c.SIPDomain, "sip-domain", c.SIPDomain, "domain under which trunks get their default trunk_domain <trunk_id>.<sip-domain>")
 	fs.StringVar(&c.SIPRealm, "sip-realm", c.SIPRealm, "digest realm of every challenge and stored HA1 (default: --sip-domain); changing it requires resetting passwords")
@@ -202,10 +205,11 @@ func splitList(s string) []string {
 
 func readSecrets(getenv func(string) string) (secrets, error) {
 	s := secrets{
-		AuthID:        getenv("SIPEDGE_AUTH_ID"),
-		AuthToken:     getenv("SIPEDGE_AUTH_TOKEN"),
-		AdminToken:    getenv("SIPEDGE_ADMIN_TOKEN"),
-		RedisPassword: getenv("SIPEDGE_REDIS_PASSWORD"),
+		AuthID:           getenv("SIPEDGE_AUTH_ID"),
+		AuthToken:        getenv("SIPEDGE_AUTH_TOKEN"),
+		AdminToken:       getenv("SIPEDGE_ADMIN_TOKEN"),
+		RedisPassword:    getenv("SIPEDGE_REDIS_PASSWORD"),
+		SentinelPassword: getenv("SIPEDGE_SENTINEL_PASSWORD"),
 	}
 	key := getenv("SIPEDGE_NONCE_KEY")
 	if f := getenv("SIPEDGE_NONCE_KEY_FILE"); f != "" {
@@ -246,13 +250,17 @@ func (c *Config) Validate() error {
 	}
 	if c.RedisURL != "" {
 		u, err := url.Parse(c.RedisURL)
-		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			return fmt.Errorf("--redis-url %q: want redis://host:port/db or rediss://…", redactURL(c.RedisURL))
-		}
-		if u.User != nil {
+		if err == nil && u.User != nil {
 			if _, has := u.User.Password(); has {
-				return errors.New("--redis-url: must not carry a password; use SIPEDGE_REDIS_PASSWORD")
+				return errors.New("--redis-url: must not carry a password; use SIPEDGE_REDIS_PASSWORD (and SIPEDGE_SENTINEL_PASSWORD)")
 			}
+		}
+		if _, err := store.ParseRedisURL(c.RedisURL); err != nil || u == nil || u.Host == "" {
+			why := "want redis://host:port/db, rediss://…, redis+sentinel://host:26379[,host2:26379]/mastername/db or redis+cluster://host1:6379,host2:6379"
+			if err != nil {
+				why = err.Error() + ": " + why
+			}
+			return fmt.Errorf("--redis-url %q: %s", redactURL(c.RedisURL), why)
 		}
 	}
 	if err := validSIPURI("upstream", c.Upstream); err != nil {

@@ -64,6 +64,10 @@ func TestParseConfigRejects(t *testing.T) {
 		{"bad upstream", []string{"--upstream", "http://x"}, nil, "--upstream"},
 		{"redis scheme", []string{"--redis-url", "http://127.0.0.1:6379"}, nil, "--redis-url"},
 		{"redis password in url", []string{"--redis-url", "redis://:pw@127.0.0.1:6379/0"}, nil, "SIPEDGE_REDIS_PASSWORD"},
+		{"sentinel password in url", []string{"--redis-url", "redis+sentinel://:pw@127.0.0.1:26379/m/0"}, nil, "SIPEDGE_SENTINEL_PASSWORD"},
+		{"sentinel without master", []string{"--redis-url", "redis+sentinel://127.0.0.1:26379"}, nil, "mastername"},
+		{"cluster db", []string{"--redis-url", "redis+cluster://127.0.0.1:6379/3"}, nil, "--redis-url"},
+		{"redis without host", []string{"--redis-url", "redis:///0"}, nil, "--redis-url"},
 		{"bad algorithm", []string{"--digest-algorithms", "MD5,SHA-1"}, nil, "SHA-1"},
 		{"duplicate algorithm", []string{"--digest-algorithms", "MD5,MD5"}, nil, "twice"},
 		{"zero ttl", []string{"--nonce-ttl", "0s"}, nil, "--nonce-ttl"},
@@ -89,5 +93,25 @@ func TestParseConfigRejects(t *testing.T) {
 func TestEnvName(t *testing.T) {
 	if got := envName("redis-url"); got != "SIPEDGE_REDIS_URL" {
 		t.Fatal(got)
+	}
+}
+
+// TestParseConfigRedisForms: the Sentinel and Cluster forms of --redis-url are accepted,
+// with both passwords from the environment only.
+func TestParseConfigRedisForms(t *testing.T) {
+	for _, u := range []string{
+		"redis://127.0.0.1:6379/0",
+		"rediss://redis.example.org:6380/1",
+		"redis+sentinel://127.0.0.1:26379,127.0.0.2:26379/mymaster/0",
+		"redis+cluster://127.0.0.1:6379,127.0.0.2:6379",
+	} {
+		env := map[string]string{"SIPEDGE_REDIS_PASSWORD": "data-pw", "SIPEDGE_SENTINEL_PASSWORD": "sentinel-pw"}
+		c, err := parseConfig([]string{"--redis-url", u}, func(k string) string { return env[k] }, io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", u, err)
+		}
+		if c.Secrets.RedisPassword != "data-pw" || c.Secrets.SentinelPassword != "sentinel-pw" {
+			t.Fatalf("%s: secrets %+v", u, c.Secrets)
+		}
 	}
 }

@@ -42,7 +42,8 @@ func (o *opsHandler) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyzBody is the /readyz answer. status is "ready", "degraded" (serving the last good
-// snapshot while the store is unreachable), "draining" or "not_ready".
+// snapshot while the store is unreachable, or came back empty: store_incident),
+// "draining" or "not_ready".
 type readyzBody struct {
 	Status          string `json:"status"`
 	SnapshotVersion uint64 `json:"snapshot_version"`
@@ -55,6 +56,24 @@ type readyzBody struct {
 	Draining        bool   `json:"draining"`
 	ActiveCalls     int    `json:"active_calls"`   // INVITEs relayed, awaiting their final answer
 	ActiveDialogs   int    `json:"active_dialogs"` // answered calls not yet ended
+	// StoreIncident: the store came back empty while this node served a non-empty data set
+	// (it keeps serving that; see Incident and POST /v1/Admin/Restore/).
+	StoreIncident bool            `json:"store_incident"`
+	Incident      *store.Incident `json:"incident,omitempty"`
+	// RestorePending names the version of the data set this node kept from before an
+	// empty-store incident that no restore has brought back yet (objects written into the
+	// emptied store may be served meanwhile); POST /v1/Admin/Restore/ writes it back.
+	RestorePending *uint64 `json:"restore_pending_version,omitempty"`
+	// Subscription is the change-notice subscription's liveness probe (Redis mode).
+	Subscription *subscriptionBody `json:"subscription,omitempty"`
+}
+
+// subscriptionBody is the probe of the change-notice subscription as /readyz shows it.
+type subscriptionBody struct {
+	Alive        bool    `json:"alive"`
+	LastEchoAge  float64 `json:"last_echo_age_seconds"` // -1: none yet
+	LastRTTMilli float64 `json:"last_rtt_ms"`
+	DeafTotal    uint64  `json:"deaf_total"`
 }
 
 // readyz: 200 when this node can judge calls (snapshot loaded, SIP bound, not draining),
@@ -75,13 +94,26 @@ func (o *opsHandler) readyz(w http.ResponseWriter, r *http.Request) {
 	} else {
 		b.StoreVersion = v
 	}
+	if inc := o.store.Incident(); inc != nil {
+		b.StoreIncident, b.Incident = true, inc
+	}
+	if v, ok := o.store.RestorePending(); ok {
+		b.RestorePending = &v
+	}
+	if sub := o.store.Subscription(); sub.Probing {
+		sb := &subscriptionBody{Alive: sub.Alive, LastEchoAge: -1, LastRTTMilli: float64(sub.LastRTT.Microseconds()) / 1000, DeafTotal: sub.Deaf}
+		if !sub.LastEcho.IsZero() {
+			sb.LastEchoAge = time.Since(sub.LastEcho).Seconds()
+		}
+		b.Subscription = sb
+	}
 	code := http.StatusOK
 	switch {
 	case !b.SnapshotLoaded || !b.SIPListening:
 		b.Status, code = "not_ready", http.StatusServiceUnavailable
 	case b.Draining:
 		b.Status, code = "draining", http.StatusServiceUnavailable
-	case b.Store == "down":
+	case b.Store == "down" || b.StoreIncident:
 		b.Status = "degraded"
 	default:
 		b.Status = "ready"

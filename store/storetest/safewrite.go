@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,8 +52,10 @@ func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "
 
 func testAudit(t *testing.T, s *store.Store) {
 	seedAccounts(t, s, accA)
-	actx := store.WithActor(ctx, accA, "req-1")
-	entryCtx := func(id string) context.Context { return store.WithEntry(store.WithActor(ctx, accA, "req-e"), id) }
+	actor := store.Actor(accA, "req-1")
+	entryOpts := func(id string) []store.WriteOption {
+		return []store.WriteOption{store.Actor(accA, "req-e"), store.ForEntry(id)}
+	}
 	type want struct {
 		v                    uint64
 		action, kind, object string
@@ -65,43 +66,43 @@ func testAudit(t *testing.T, s *store.Store) {
 		t.Helper()
 		wants = append(wants, want{must(t, s, write), action, kind, object, actor, request})
 	}
-	update := func(c context.Context, id string, fn func(*acl.IPACL) error) func() (uint64, error) {
-		return func() (uint64, error) { _, v, err := s.UpdateACL(c, accA, id, fn); return v, err }
+	update := func(o []store.WriteOption, id string, fn func(*acl.IPACL) error) func() (uint64, error) {
+		return func() (uint64, error) { _, v, err := s.UpdateACL(ctx, accA, id, fn, o...); return v, err }
 	}
-	w("create", "ipacl", "acl-1", accA, "req-1", func() (uint64, error) { return s.CreateACL(actx, mkACL(accA, "acl-1", "192.0.2.1")) })
-	w("update", "ipacl", "acl-1", accA, "req-1", update(actx, "acl-1", func(a *acl.IPACL) error { a.Name = "renamed"; return nil }))
-	w("create", "entry", "e-new", accA, "req-e", update(entryCtx("e-new"), "acl-1", func(a *acl.IPACL) error {
+	w("create", "ipacl", "acl-1", accA, "req-1", func() (uint64, error) { return s.CreateACL(ctx, mkACL(accA, "acl-1", "192.0.2.1"), actor) })
+	w("update", "ipacl", "acl-1", accA, "req-1", update([]store.WriteOption{actor}, "acl-1", func(a *acl.IPACL) error { a.Name = "renamed"; return nil }))
+	w("create", "entry", "e-new", accA, "req-e", update(entryOpts("e-new"), "acl-1", func(a *acl.IPACL) error {
 		a.Entries = append(a.Entries, entry("e-new", "203.0.113.9"))
 		return nil
 	}))
-	w("update", "entry", "e-new", accA, "req-e", update(entryCtx("e-new"), "acl-1", func(a *acl.IPACL) error {
+	w("update", "entry", "e-new", accA, "req-e", update(entryOpts("e-new"), "acl-1", func(a *acl.IPACL) error {
 		a.Entries[1].Enabled = false
 		return nil
 	}))
-	w("delete", "entry", "e-new", accA, "req-e", update(entryCtx("e-new"), "acl-1", func(a *acl.IPACL) error {
+	w("delete", "entry", "e-new", accA, "req-e", update(entryOpts("e-new"), "acl-1", func(a *acl.IPACL) error {
 		a.Entries = a.Entries[:1]
 		return nil
 	}))
 	cred := mkCred(accA, "cred-1", "alice")
 	cred.HA1MD5, cred.HA1SHA256 = "5ec7e7ha1md5aaaaaaaaaaaaaaaaaaaa", "5ec7e7ha1sha256bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-	w("create", "credential", "cred-1", accA, "req-1", func() (uint64, error) { return s.CreateCredential(actx, cred) })
+	w("create", "credential", "cred-1", accA, "req-1", func() (uint64, error) { return s.CreateCredential(ctx, cred, actor) })
 	w("update", "credential", "cred-1", accA, "req-1", func() (uint64, error) {
-		_, v, err := s.UpdateCredential(actx, accA, "cred-1", func(c *acl.Credential) error {
+		_, v, err := s.UpdateCredential(ctx, accA, "cred-1", func(c *acl.Credential) error {
 			c.HA1MD5, c.HA1SHA256 = "5ec7e7newmd5cccccccccccccccccccc", "5ec7e7newsha256dddddddddddddddddddddddddddddddddddddddddddddddddd"
 			return nil
-		})
+		}, actor)
 		return v, err
 	})
 	w("create", "trunk", "t1", accA, "req-1", func() (uint64, error) {
-		return s.CreateTrunk(actx, mkTrunk(accA, "t1", "t1.example.org", "acl-1", "cred-1"))
+		return s.CreateTrunk(ctx, mkTrunk(accA, "t1", "t1.example.org", "acl-1", "cred-1"), actor)
 	})
 	w("update", "trunk", "t1", accA, "req-1", func() (uint64, error) {
-		_, v, err := s.UpdateTrunk(actx, accA, "t1", func(tr *acl.Trunk) error { tr.Status = acl.TrunkDisabled; return nil })
+		_, v, err := s.UpdateTrunk(ctx, accA, "t1", func(tr *acl.Trunk) error { tr.Status = acl.TrunkDisabled; return nil }, actor)
 		return v, err
 	})
-	w("delete", "trunk", "t1", accA, "req-1", func() (uint64, error) { return s.DeleteTrunk(actx, accA, "t1") })
-	w("delete", "credential", "cred-1", accA, "req-1", func() (uint64, error) { return s.DeleteCredential(actx, accA, "cred-1") })
-	// No actor in the context: "system".
+	w("delete", "trunk", "t1", accA, "req-1", func() (uint64, error) { return s.DeleteTrunk(ctx, accA, "t1", actor) })
+	w("delete", "credential", "cred-1", accA, "req-1", func() (uint64, error) { return s.DeleteCredential(ctx, accA, "cred-1", actor) })
+	// No actor option: "system".
 	w("delete", "ipacl", "acl-1", store.ActorSystem, "", func() (uint64, error) { return s.DeleteACL(ctx, accA, "acl-1") })
 
 	got := auditOf(t, s, accA)
@@ -167,8 +168,8 @@ func testAudit(t *testing.T, s *store.Store) {
 
 	// An account created by the admin: logged in that account, with the admin as actor.
 	must(t, s, func() (uint64, error) {
-		return s.CreateAccount(store.WithActor(ctx, store.ActorAdmin, "req-admin"),
-			acl.Account{AuthID: accB, Name: "b", TokenHash: "hmac-sha256:5ec7e7salt:5ec7e7mac"})
+		return s.CreateAccount(ctx,
+			acl.Account{AuthID: accB, Name: "b", TokenHash: "hmac-sha256:5ec7e7salt:5ec7e7mac"}, store.Actor(store.ActorAdmin, "req-admin"))
 	})
 	b := auditOf(t, s, accB)
 	if len(b) != 1 || b[0].Kind != "account" || b[0].Actor != store.ActorAdmin || b[0].RequestID != "req-admin" ||
@@ -282,11 +283,11 @@ func testIfMatch(t *testing.T, s *store.Store) {
 	}
 	for _, bad := range [][]string{{`"nope"`}, {"W/" + tag}, {}} {
 		unchanged(t, s, store.ErrPreconditionFailed, func() error {
-			_, _, err := s.UpdateACL(store.WithIfMatch(ctx, bad...), accA, "acl-1", rename("x"))
+			_, _, err := s.UpdateACL(ctx, accA, "acl-1", rename("x"), store.IfMatch(bad...))
 			return err
 		})
 	}
-	upd, _, err := s.UpdateACL(store.WithIfMatch(ctx, `"other"`, tag), accA, "acl-1", rename("matched"))
+	upd, _, err := s.UpdateACL(ctx, accA, "acl-1", rename("matched"), store.IfMatch(`"other"`, tag))
 	if err != nil || upd.Name != "matched" {
 		t.Fatalf("update with the current tag: %+v, %v", upd, err)
 	}
@@ -294,15 +295,15 @@ func testIfMatch(t *testing.T, s *store.Store) {
 		t.Fatalf("tag after the update %s (returned object %s, before %s)", now, store.ETag(upd), tag)
 	}
 	unchanged(t, s, store.ErrPreconditionFailed, func() error {
-		_, _, err := s.UpdateACL(store.WithIfMatch(ctx, tag), accA, "acl-1", rename("stale"))
+		_, _, err := s.UpdateACL(ctx, accA, "acl-1", rename("stale"), store.IfMatch(tag))
 		return err
 	})
 	// "*" means "exists"; a missing object is still ErrNotFound.
-	if _, _, err := s.UpdateACL(store.WithIfMatch(ctx, "*"), accA, "acl-1", rename("star")); err != nil {
+	if _, _, err := s.UpdateACL(ctx, accA, "acl-1", rename("star"), store.IfMatch("*")); err != nil {
 		t.Fatalf("If-Match *: %v", err)
 	}
 	unchanged(t, s, store.ErrNotFound, func() error {
-		_, _, err := s.UpdateACL(store.WithIfMatch(ctx, "*"), accA, "acl-none", rename("x"))
+		_, _, err := s.UpdateACL(ctx, accA, "acl-none", rename("x"), store.IfMatch("*"))
 		return err
 	})
 	// Every successful update moves the tag, even one that changes nothing else.
@@ -316,17 +317,17 @@ func testIfMatch(t *testing.T, s *store.Store) {
 		}
 	}
 
-	// Entries: WithEntry checks the entry's own tag.
+	// Entries: ForEntry checks the entry's own tag.
 	a = getACL()
 	e0, e1 := a.Entries[0], a.Entries[1]
 	disable := func(a *acl.IPACL) error { a.Entries[0].Enabled = false; return nil }
 	for _, bad := range []string{store.ETag(a), store.ETag(e1)} {
 		unchanged(t, s, store.ErrPreconditionFailed, func() error {
-			_, _, err := s.UpdateACL(store.WithIfMatch(store.WithEntry(ctx, e0.ID), bad), accA, "acl-1", disable)
+			_, _, err := s.UpdateACL(ctx, accA, "acl-1", disable, store.ForEntry(e0.ID), store.IfMatch(bad))
 			return err
 		})
 	}
-	if _, _, err := s.UpdateACL(store.WithIfMatch(store.WithEntry(ctx, e0.ID), store.ETag(e0)), accA, "acl-1", disable); err != nil {
+	if _, _, err := s.UpdateACL(ctx, accA, "acl-1", disable, store.ForEntry(e0.ID), store.IfMatch(store.ETag(e0))); err != nil {
 		t.Fatalf("entry update with the entry's tag: %v", err)
 	}
 
@@ -341,18 +342,18 @@ func testIfMatch(t *testing.T, s *store.Store) {
 		t.Fatal("the credential ETag depends on the HA1s")
 	}
 	ctag := store.ETag(c)
-	if _, _, err := s.UpdateCredential(store.WithIfMatch(ctx, ctag), accA, "cred-1", func(c *acl.Credential) error {
+	if _, _, err := s.UpdateCredential(ctx, accA, "cred-1", func(c *acl.Credential) error {
 		c.HA1MD5 = "ffffffffffffffffffffffffffffffff"
 		return nil
-	}); err != nil {
+	}, store.IfMatch(ctag)); err != nil {
 		t.Fatal(err)
 	}
 	unchanged(t, s, store.ErrPreconditionFailed, func() error {
-		_, _, err := s.UpdateCredential(store.WithIfMatch(ctx, ctag), accA, "cred-1", func(*acl.Credential) error { return nil })
+		_, _, err := s.UpdateCredential(ctx, accA, "cred-1", func(*acl.Credential) error { return nil }, store.IfMatch(ctag))
 		return err
 	})
 	unchanged(t, s, store.ErrPreconditionFailed, func() error {
-		_, err := s.DeleteCredential(store.WithIfMatch(ctx, ctag), accA, "cred-1")
+		_, err := s.DeleteCredential(ctx, accA, "cred-1", store.IfMatch(ctag))
 		return err
 	})
 
@@ -362,18 +363,18 @@ func testIfMatch(t *testing.T, s *store.Store) {
 		t.Fatal(err)
 	}
 	unchanged(t, s, store.ErrPreconditionFailed, func() error {
-		_, _, err := s.UpdateTrunk(store.WithIfMatch(ctx, `"nope"`), accA, "t1", func(tr *acl.Trunk) error { tr.Name = "x"; return nil })
+		_, _, err := s.UpdateTrunk(ctx, accA, "t1", func(tr *acl.Trunk) error { tr.Name = "x"; return nil }, store.IfMatch(`"nope"`))
 		return err
 	})
-	unchanged(t, s, store.ErrPreconditionFailed, func() error { _, err := s.DeleteTrunk(store.WithIfMatch(ctx, `"nope"`), accA, "t1"); return err })
-	must(t, s, func() (uint64, error) { return s.DeleteTrunk(store.WithIfMatch(ctx, store.ETag(tr)), accA, "t1") })
-	unchanged(t, s, store.ErrPreconditionFailed, func() error { _, err := s.DeleteACL(store.WithIfMatch(ctx, tag), accA, "acl-1"); return err })
+	unchanged(t, s, store.ErrPreconditionFailed, func() error { _, err := s.DeleteTrunk(ctx, accA, "t1", store.IfMatch(`"nope"`)); return err })
+	must(t, s, func() (uint64, error) { return s.DeleteTrunk(ctx, accA, "t1", store.IfMatch(store.ETag(tr))) })
+	unchanged(t, s, store.ErrPreconditionFailed, func() error { _, err := s.DeleteACL(ctx, accA, "acl-1", store.IfMatch(tag)); return err })
 	must(t, s, func() (uint64, error) {
-		return s.DeleteACL(store.WithIfMatch(ctx, store.ETag(getACL())), accA, "acl-1")
+		return s.DeleteACL(ctx, accA, "acl-1", store.IfMatch(store.ETag(getACL())))
 	})
 	// Creates ignore it.
 	must(t, s, func() (uint64, error) {
-		return s.CreateACL(store.WithIfMatch(ctx, `"nope"`), mkACL(accA, "acl-2", "192.0.2.3"))
+		return s.CreateACL(ctx, mkACL(accA, "acl-2", "192.0.2.3"), store.IfMatch(`"nope"`))
 	})
 }
 
@@ -391,10 +392,10 @@ func testIfMatchConcurrent(t *testing.T, s *store.Store) {
 	var wg sync.WaitGroup
 	for i := range writers {
 		wg.Go(func() {
-			_, _, errs[i] = s.UpdateACL(store.WithIfMatch(ctx, tag), accA, "acl-1", func(a *acl.IPACL) error {
+			_, _, errs[i] = s.UpdateACL(ctx, accA, "acl-1", func(a *acl.IPACL) error {
 				a.Name = fmt.Sprintf("writer %d", i)
 				return nil
-			})
+			}, store.IfMatch(tag))
 		})
 	}
 	wg.Wait()
@@ -451,11 +452,11 @@ func testIdempotency(t *testing.T, s *store.Store) {
 	if r, err := lookup(accA, "key-1", "fp-1"); r != nil || err != nil {
 		t.Fatalf("unknown key: %s, %v", r, err)
 	}
-	k1 := store.WithIdempotency(ctx, idem(accA, "key-1", "fp-1"))
-	v1 := must(t, s, func() (uint64, error) { return s.CreateACL(k1, mkACL(accA, "acl-1", "192.0.2.1")) })
+	k1 := store.Idempotent(idem(accA, "key-1", "fp-1"))
+	v1 := must(t, s, func() (uint64, error) { return s.CreateACL(ctx, mkACL(accA, "acl-1", "192.0.2.1"), k1) })
 	want := fmt.Sprintf(`{"key":"key-1","version":%d}`, v1)
 	// A retry, even with another object (the fingerprint is the caller's business).
-	if r := replays(t, s, func() error { _, err := s.CreateACL(k1, mkACL(accA, "acl-2", "192.0.2.2")); return err }); string(r) != want {
+	if r := replays(t, s, func() error { _, err := s.CreateACL(ctx, mkACL(accA, "acl-2", "192.0.2.2"), k1); return err }); string(r) != want {
 		t.Fatalf("replayed %s, want %s", r, want)
 	}
 	if r, err := lookup(accA, "key-1", "fp-1"); string(r) != want || err != nil {
@@ -465,7 +466,7 @@ func testIdempotency(t *testing.T, s *store.Store) {
 		t.Fatalf("lookup with another fingerprint: %v", err)
 	}
 	unchanged(t, s, store.ErrIdempotencyMismatch, func() error {
-		_, err := s.CreateACL(store.WithIdempotency(ctx, idem(accA, "key-1", "fp-2")), mkACL(accA, "acl-3", "192.0.2.3"))
+		_, err := s.CreateACL(ctx, mkACL(accA, "acl-3", "192.0.2.3"), store.Idempotent(idem(accA, "key-1", "fp-2")))
 		return err
 	})
 	// Keys are per account.
@@ -473,12 +474,12 @@ func testIdempotency(t *testing.T, s *store.Store) {
 		t.Fatalf("B sees A's key: %s, %v", r, err)
 	}
 	must(t, s, func() (uint64, error) {
-		return s.CreateACL(store.WithIdempotency(ctx, idem(accB, "key-1", "fp-1")), mkACL(accB, "acl-b", "192.0.2.4"))
+		return s.CreateACL(ctx, mkACL(accB, "acl-b", "192.0.2.4"), store.Idempotent(idem(accB, "key-1", "fp-1")))
 	})
 
 	// A failed write records nothing: its retry runs for real.
-	k2 := store.WithIdempotency(ctx, idem(accA, "key-2", "fp"))
-	unchanged(t, s, store.ErrConflict, func() error { _, err := s.CreateACL(k2, mkACL(accA, "acl-1", "192.0.2.9")); return err })
+	k2 := store.Idempotent(idem(accA, "key-2", "fp"))
+	unchanged(t, s, store.ErrConflict, func() error { _, err := s.CreateACL(ctx, mkACL(accA, "acl-1", "192.0.2.9"), k2); return err })
 	if r, err := lookup(accA, "key-2", "fp"); r != nil || err != nil {
 		t.Fatalf("a failed write left a record: %s, %v", r, err)
 	}
@@ -486,26 +487,26 @@ func testIdempotency(t *testing.T, s *store.Store) {
 	unchanged(t, s, boom, func() error {
 		i := idem(accA, "key-2", "fp")
 		i.Response = func(uint64) ([]byte, error) { return nil, boom }
-		_, err := s.CreateACL(store.WithIdempotency(ctx, i), mkACL(accA, "acl-2", "192.0.2.2"))
+		_, err := s.CreateACL(ctx, mkACL(accA, "acl-2", "192.0.2.2"), store.Idempotent(i))
 		return err
 	})
-	must(t, s, func() (uint64, error) { return s.CreateACL(k2, mkACL(accA, "acl-2", "192.0.2.2")) })
+	must(t, s, func() (uint64, error) { return s.CreateACL(ctx, mkACL(accA, "acl-2", "192.0.2.2"), k2) })
 
 	// Updates and deletes too; a replay does not even run fn.
-	k3 := store.WithIdempotency(ctx, idem(accA, "key-3", "fp"))
+	k3 := store.Idempotent(idem(accA, "key-3", "fp"))
 	var calls atomic.Int32
 	rename := func(a *acl.IPACL) error { calls.Add(1); a.Name = "once"; return nil }
-	v3 := must(t, s, func() (uint64, error) { _, v, err := s.UpdateACL(k3, accA, "acl-1", rename); return v, err })
+	v3 := must(t, s, func() (uint64, error) { _, v, err := s.UpdateACL(ctx, accA, "acl-1", rename, k3); return v, err })
 	calls.Store(0)
-	if r := replays(t, s, func() error { _, _, err := s.UpdateACL(k3, accA, "acl-1", rename); return err }); !strings.Contains(string(r), fmt.Sprint(v3)) {
+	if r := replays(t, s, func() error { _, _, err := s.UpdateACL(ctx, accA, "acl-1", rename, k3); return err }); !strings.Contains(string(r), fmt.Sprint(v3)) {
 		t.Fatalf("update replay %s", r)
 	}
 	if calls.Load() != 0 {
 		t.Fatal("a replayed update ran fn")
 	}
-	k4 := store.WithIdempotency(ctx, idem(accA, "key-4", "fp"))
-	must(t, s, func() (uint64, error) { return s.DeleteACL(k4, accA, "acl-2") })
-	replays(t, s, func() error { _, err := s.DeleteACL(k4, accA, "acl-2"); return err })
+	k4 := store.Idempotent(idem(accA, "key-4", "fp"))
+	must(t, s, func() (uint64, error) { return s.DeleteACL(ctx, accA, "acl-2", k4) })
+	replays(t, s, func() error { _, err := s.DeleteACL(ctx, accA, "acl-2", k4); return err })
 }
 
 // testIdempotencyConcurrent: concurrent writers with one key: one writes, the others get
@@ -513,7 +514,7 @@ func testIdempotency(t *testing.T, s *store.Store) {
 func testIdempotencyConcurrent(t *testing.T, s *store.Store) {
 	seedAccounts(t, s, accA)
 	before := version(t, s)
-	k := store.WithIdempotency(ctx, idem(accA, "race", "fp"))
+	k := store.Idempotent(idem(accA, "race", "fp"))
 	const writers = 8
 	errs := make([]error, writers)
 	var wg sync.WaitGroup
@@ -521,7 +522,7 @@ func testIdempotencyConcurrent(t *testing.T, s *store.Store) {
 		wg.Go(func() {
 			// One username: a writer that reads the key before the winner commits and the
 			// username after must still end in the replay, not in "username taken".
-			_, errs[i] = s.CreateCredential(k, mkCred(accA, fmt.Sprintf("c%d", i), "race-user"))
+			_, errs[i] = s.CreateCredential(ctx, mkCred(accA, fmt.Sprintf("c%d", i), "race-user"), k)
 		})
 	}
 	wg.Wait()
@@ -547,13 +548,13 @@ func testIdempotencyConcurrent(t *testing.T, s *store.Store) {
 
 func testIdempotencyExpires(t *testing.T, s *store.Store) { // opened with WithIdempotencyTTL(300ms)
 	seedAccounts(t, s, accA)
-	k := store.WithIdempotency(ctx, idem(accA, "short", "fp"))
-	must(t, s, func() (uint64, error) { return s.CreateACL(k, mkACL(accA, "acl-1", "192.0.2.1")) })
-	replays(t, s, func() error { _, err := s.CreateACL(k, mkACL(accA, "acl-2", "192.0.2.2")); return err })
+	k := store.Idempotent(idem(accA, "short", "fp"))
+	must(t, s, func() (uint64, error) { return s.CreateACL(ctx, mkACL(accA, "acl-1", "192.0.2.1"), k) })
+	replays(t, s, func() error { _, err := s.CreateACL(ctx, mkACL(accA, "acl-2", "192.0.2.2"), k); return err })
 	time.Sleep(400 * time.Millisecond)
 	if r, err := s.IdempotentResponse(ctx, accA, "short", "fp"); r != nil || err != nil {
 		t.Fatalf("expired key still answers: %s, %v", r, err)
 	}
-	must(t, s, func() (uint64, error) { return s.CreateACL(k, mkACL(accA, "acl-2", "192.0.2.2")) })
-	replays(t, s, func() error { _, err := s.CreateACL(k, mkACL(accA, "acl-3", "192.0.2.3")); return err })
+	must(t, s, func() (uint64, error) { return s.CreateACL(ctx, mkACL(accA, "acl-2", "192.0.2.2"), k) })
+	replays(t, s, func() error { _, err := s.CreateACL(ctx, mkACL(accA, "acl-3", "192.0.2.3"), k); return err })
 }
