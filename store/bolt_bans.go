@@ -69,7 +69,6 @@ func (m *memBans) ban(b acl.Ban, now time.Time, limit int) int {
 	return evicted
 }
 
-
 func (m *memBans) dropExpired(now time.Time) {
 	for k, b := range m.bans {
 		if !b.Until.After(now) {
