@@ -213,6 +213,7 @@ func failoverOnce(t *testing.T) failoverRun {
 	a := startNode(t, "a", withRig, true)
 	b := startNode(t, "b", withRig, true)
 	nodes := []*node{a, b}
+	a.raiseLimits(t, haAdminToken) // the write stream outpaces a tenant's default write rate
 
 	code, body := a.api(t, "POST", "IPAccessControlList/", `{"name":"pbx","ip_addresses":["127.0.0.2/32"]}`)
 	if code != 201 {
