@@ -2,27 +2,36 @@ package sip
 
 import (
 	"net"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
 
 func TestConnLimiterBounds(t *testing.T) {
-	l := newConnLimiter(5, 2, 3)
+	l := newConnLimiter(6, 2, 3)
 	a, b, p := aa("192.0.2.1"), aa("192.0.2.2"), aa("192.0.2.10")
-	if l.acquire(a, false) != "" || l.acquire(a, false) != "" || l.acquire(a, false) != "source" {
-		t.Fatal("per-source bound of 2 not kept")
+	take := func(src netip.Addr, listed bool, n int) []string {
+		var out []string
+		for range n {
+			out = append(out, l.acquire(src, listed))
+		}
+		return out
 	}
-	if l.acquire(p, true) != "" || l.acquire(p, true) != "" || l.acquire(p, true) != "" || l.acquire(p, true) == "" {
-		t.Fatal("listed bound of 3 not kept")
+	if got := take(a, false, 3); !slices.Equal(got, []string{"", "", "source"}) {
+		t.Fatalf("per-source bound of 2: %q", got)
 	}
-	if l.acquire(b, false) != "total" {
-		t.Fatal("total bound of 5 not kept")
+	if got := take(p, true, 4); !slices.Equal(got, []string{"", "", "", "source"}) {
+		t.Fatalf("listed bound of 3: %q", got)
+	}
+	if got := take(b, false, 2); !slices.Equal(got, []string{"", "total"}) {
+		t.Fatalf("total bound of 6: %q", got)
 	}
 	l.release(a)
 	if l.acquire(b, false) != "" {
 		t.Fatal("a released connection did not free its place")
 	}
-	if total, byA := l.open(a); total != 5 || byA != 1 {
+	if total, byA := l.open(a); total != 6 || byA != 1 {
 		t.Fatalf("open: %d total, %d by a", total, byA)
 	}
 	if len(l.per) != 3 {
