@@ -356,7 +356,8 @@ func failoverOnce(t *testing.T) failoverRun {
 
 	// Revoke 127.0.0.3 on the new master; then every node converges (serves that version).
 	var rv uint64
-	eventually(t, 10*time.Second, func() error {
+	// 30 s: on a loaded 2-vCPU machine the sentinels may take a second round.
+	eventually(t, 30*time.Second, func() error {
 		code, body, v := a.apiReq("POST", "IPAccessControlList/"+acl3+"/Entry/"+entry3+"/", `{"enabled":false}`, nil)
 		if code != 202 {
 			return fmt.Errorf("revocation: HTTP %d %v", code, body)
