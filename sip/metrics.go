@@ -50,6 +50,7 @@ const (
 	dropCancelSource  = "cancel_source"  // CANCEL for an INVITE another address sent
 	dropReplayGuard   = "replay_guard"   // the cluster-wide replay guard failed (node cache decided)
 	dropTCPConns      = "tcp_conns"      // TCP connection over the per-source or total bound
+	dropUnparsable    = "unparsable"     // request sipgo could not parse: answered 400/416, not relayed
 )
 
 // Results of sipedge_sip_proxy_protocol_total: what became of a TCP connection's PROXY

@@ -53,6 +53,9 @@ type Server struct {
 	asked *recentSet
 	// tcpConns bounds TCP connections in all and per source.
 	tcpConns *connLimiter
+	// unparsable and udpConn answer requests sipgo's parser rejects (unparsable.go).
+	unparsable *unparsableRing
+	udpConn    udpConnRef
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -126,6 +129,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		authed:      newRecentSet(cfg.BanTTL, cfg.MaxRateSources),
 		asked:       newRecentSet(cfg.InviteTimeout+64*sipmsg.T1, cfg.MaxRateSources),
 		tcpConns:    newConnLimiter(cfg.MaxTCPConns, cfg.MaxTCPConnsPerSource, cfg.MaxTCPConnsListed),
+		unparsable:  newUnparsableRing(),
 	}
 	s.ups.onResolve = func(raw string, ip netip.Addr) {
 		if raw == cfg.Upstream {
@@ -187,8 +191,8 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentParser(parser)}
 	var srvOpts []sipgo.ServerOption
 	var clOpts []sipgo.ClientOption
+	tpOpts = append(tpOpts, sipmsg.WithTransportLayerLogger(s.parseFailLogger(o.slog)))
 	if o.slog != nil {
-		tpOpts = append(tpOpts, sipmsg.WithTransportLayerLogger(o.slog))
 		txOpts = append(txOpts, sipmsg.WithTransactionLayerLogger(o.slog))
 		srvOpts = append(srvOpts, sipgo.WithServerLogger(o.slog))
 		clOpts = append(clOpts, sipgo.WithClientLogger(o.slog))
@@ -244,6 +248,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("sip: cannot address UDP listener %s as a sipgo local address", udp.LocalAddr())
 	}
 	s.addr = bound
+	s.udpConn.Store(udp)
 	if bound.Addr().IsUnspecified() {
 		s.localIPs = interfaceIPs()
 	}
@@ -587,6 +592,7 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 		s.m.rateLimit()
 		return nil, nil
 	}
+	s.unparsable.remember(data, netAddrPort(p.RemoteAddr))
 	return data, nil
 }
 

@@ -229,3 +229,51 @@ func tortureRun(t *testing.T, up *upstreamCatcher, tp, src string, names []strin
 		t.Fatalf("relayed %v, want %v", got, want)
 	}
 }
+
+// TestUnparsableRequestsAnswered: a request sipgo's parser rejects but whose transaction
+// headers can be read gets 400 (416 for a Request-URI scheme other than sip/sips), never
+// silence and never a relay; an ACK or a message without them gets nothing.
+func TestUnparsableRequestsAnswered(t *testing.T) {
+	r := newRig(t, "UDP", nil)
+	c := newRawUDP(t, "127.0.0.2", r.edge.Addr())
+	hdrs := func(method, ruri string) string {
+		return method + " " + ruri + " SIP/2.0\r\nVia: SIP/2.0/UDP " + c.addr().String() + ";branch=z9hG4bK-unp-" + sipmsg.GenerateTagN(6) +
+			"\r\nFrom: <sip:a@pbx.example>;tag=1\r\nTo: <sip:b@example.org>\r\nCall-ID: unp-" + sipmsg.GenerateTagN(6) +
+			"\r\nCSeq: 1 " + method + "\r\nMax-Forwards: 70\r\n"
+	}
+	for _, tc := range []struct {
+		name, raw string
+		want      int
+	}{
+		{"bad Content-Length", hdrs("INVITE", "sip:100@t1.example.org") + "Content-Length: abc\r\n\r\n", 400},
+		{"unknown URI scheme in the request line", hdrs("INVITE", "<junk>") + "Content-Length: 0\r\n\r\n", 416},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := sipmsg.ParseMessage([]byte(tc.raw)); err == nil {
+				t.Skip("sipgo parses this message: nothing to test")
+			}
+			c.send([]byte(tc.raw))
+			_ = c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 4096)
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			if want := fmt.Sprintf("SIP/2.0 %d ", tc.want); !strings.HasPrefix(string(buf[:n]), want) {
+				t.Fatalf("answered %q, want %s", strings.SplitN(string(buf[:n]), "\r\n", 2)[0], want)
+			}
+			if !strings.Contains(string(buf[:n]), ";tag=") {
+				t.Fatal("answer without a To tag")
+			}
+		})
+	}
+	if r.uas.invites.Load() != 0 {
+		t.Fatal("an unparsable request was relayed")
+	}
+	if got := unparsableAnswer([]byte("ACK sip:x@y SIP/2.0\r\nVia: a\r\nFrom: b\r\nTo: c\r\nCall-ID: d\r\nCSeq: 1 ACK\r\n\r\n"), "sipedge"); got != nil {
+		t.Fatalf("an ACK was answered: %q", got)
+	}
+	if got := unparsableAnswer([]byte("INVITE sip:x@y SIP/2.0\r\nVia: a\r\n\r\n"), "sipedge"); got != nil {
+		t.Fatalf("a request without From/To/Call-ID/CSeq was answered: %q", got)
+	}
+}
