@@ -327,7 +327,7 @@ func TestReadFilter(t *testing.T) {
 		keep bool
 	}{
 		{"INVITE sip:a@b SIP/2.0\r\n", true},
-		{"SIP/2.0 200 OK\r\nVia: x\r\n", true},
+		{"SIP/2.0 200 OK\r\nVia: x\r\n", false}, // a response from nowhere the edge asked: dropped
 		{"X-CUSTOM sip:a@b SIP/2.0\r\n", true},
 		{"\r\n\r\n", false},
 		{"GET / HTTP/1.1\r\nHost: x\r\n", true}, // looks like a request line; sipgo's parser decides
