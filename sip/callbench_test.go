@@ -285,3 +285,51 @@ func TestGoroutinesBoundedByWork(t *testing.T) {
 	eventually(t, 5*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= base+4 })
 	t.Logf("baseline %d goroutines, peak %d during %d calls", base, peak.Load(), calls)
 }
+
+// TestFinishedTransactionBytes measures what a finished transaction costs while it is
+// kept for the RFC windows (32 s by default): the heap held after 2000 calls (two
+// transactions each: INVITE and BYE) over the heap before them, per finished transaction.
+// It includes everything else the calls left behind (ended-dialog tombstones, map
+// growth), so it is an upper bound; the target is ≤ 1 KiB.
+func TestFinishedTransactionBytes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2000 calls")
+	}
+	edge, _ := newCallRig(t, nil)
+	pbx := newLeanUAC(t, "127.0.0.2", edge.Addr())
+	for range 50 { // warm up pools and maps
+		if !pbx.call("", 3*time.Second) {
+			t.Fatal("warm-up call failed")
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	_, fin0 := edge.tx.counts()
+	before := heap()
+	const calls = 2000
+	for range calls {
+		if !pbx.call("", 3*time.Second) {
+			t.Fatal("call failed")
+		}
+	}
+	eventually(t, 2*time.Second, "transactions finished", func() bool { live, _ := edge.tx.counts(); return live == 0 })
+	live, fin1 := edge.tx.counts()
+	after := heap()
+	kept := fin1 - fin0
+	if kept < calls*2 {
+		t.Fatalf("%d finished transactions kept after %d calls (%d live): want %d (INVITE and BYE each, 32 s)", kept, calls, live, 2*calls)
+	}
+	perTx := float64(int64(after)-int64(before)) / float64(kept)
+	edge.tx.expireFinished(time.Now().Add(time.Hour))
+	gone := heap()
+	t.Logf("%d finished transactions kept: %.0f bytes each (heap %d → %d, %d after they expired)", kept, perTx, before, after, gone)
+	if perTx > 1024 {
+		t.Errorf("a finished transaction costs %.0f bytes, want ≤ 1024", perTx)
+	}
+}

@@ -2,6 +2,8 @@ package sip
 
 import (
 	"net"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -9,10 +11,10 @@ import (
 func TestConnLimiterBounds(t *testing.T) {
 	l := newConnLimiter(5, 2, 3)
 	a, b, p := aa("192.0.2.1"), aa("192.0.2.2"), aa("192.0.2.10")
-	if l.acquire(a, false) != "" || l.acquire(a, false) != "" || l.acquire(a, false) != "source" {
+	if got := acquireN(l, a, false, 3); !slices.Equal(got, []string{"", "", "source"}) {
 		t.Fatal("per-source bound of 2 not kept")
 	}
-	if l.acquire(p, true) != "" || l.acquire(p, true) != "" || l.acquire(p, true) != "" || l.acquire(p, true) == "" {
+	if got := acquireN(l, p, true, 4); !slices.Equal(got[:3], []string{"", "", ""}) || got[3] == "" {
 		t.Fatal("listed bound of 3 not kept")
 	}
 	if l.acquire(b, false) != "total" {
@@ -67,4 +69,13 @@ func TestTCPConnectionsPerSource(t *testing.T) {
 	if closedSoon(dial()) {
 		t.Fatal("a closed connection did not give its place back")
 	}
+}
+
+// acquireN asks l for n connections of src and returns its answers in order.
+func acquireN(l *connLimiter, src netip.Addr, listed bool, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = l.acquire(src, listed)
+	}
+	return out
 }

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 )
@@ -33,15 +32,14 @@ type Server struct {
 	rr     *routeSigner
 	ups    *upstreamCache
 	dlg    *dialogTable
-	// cancels matches CANCELs to the INVITEs being relayed by branch and source; hdrs
-	// is the trust boundary's header policy.
-	cancels *cancelTable
-	hdrs    headerPolicy
-	bans    *Bans
-	hits    HitRecorder  // nil: no hit counting
-	limit   *rateLimiter // unlisted sources; nil: off
-	limitL  *rateLimiter // listed sources; nil: exempt
-	caps    *trunkCaps
+	// tx is the relay's transaction table; hdrs the trust boundary's header policy.
+	tx     *txTable
+	hdrs   headerPolicy
+	bans   *Bans
+	hits   HitRecorder  // nil: no hit counting
+	limit  *rateLimiter // unlisted sources; nil: off
+	limitL *rateLimiter // listed sources; nil: exempt
+	caps   *trunkCaps
 	// coreIPs holds the default upstream's addresses, upIPs the trunks' upstreams': never
 	// banned, never rate-limited. Tenant data fills upIPs only, so no number of trunk
 	// upstreams can evict the core (coreIPs is never reset).
@@ -54,9 +52,10 @@ type Server struct {
 	// tcpConns bounds TCP connections in all and per source.
 	tcpConns *connLimiter
 
-	ua  *sipgo.UserAgent
-	srv *sipgo.Server
-	cl  *sipgo.Client
+	// tp is sipgo's transport layer: listeners, parser, TCP connection pool. No sipgo
+	// transaction layer runs; messages come to onMessage.
+	tp  *sipmsg.TransportLayer
+	udp *net.UDPConn // the UDP listener, which every UDP message leaves from
 
 	serverHdr   sipmsg.Header // nil: no Server header
 	allowHdr    sipmsg.Header
@@ -67,7 +66,6 @@ type Server struct {
 	ready    chan struct{}
 	addr     netip.AddrPort
 	adv      advertised
-	laddrUDP sipmsg.Addr
 	localIPs []netip.Addr // interface addresses, when listening on a wildcard
 	runCtx   context.Context
 	dialCtx  context.Context // runCtx with dials allowed (allowDial)
@@ -90,7 +88,7 @@ const allowedMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, 
 // (or a nil *acl.Snapshot) means "no snapshot yet": INVITEs get 503 + Retry-After.
 //
 // New sets sipgo's process-wide sip.UDPMTUSize and sip.TransportBufferReadSize high enough
-// for MaxMessageBytes, and, when TransactionLinger is set, sipgo's transaction timers.
+// for MaxMessageBytes.
 func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	if policy == nil {
 		return nil, fmt.Errorf("%w: nil policy func", ErrInvalidConfig)
@@ -113,7 +111,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		rr:          newRouteSigner(cfg.NonceKey),
 		ups:         newUpstreamCache(o.resolver),
 		dlg:         newDialogTable(),
-		cancels:     newCancelTable(),
+		tx:          newTxTable(linger(cfg.TransactionLinger), 4*cfg.MaxPendingTransactions+1024),
 		hdrs:        newHeaderPolicy(cfg.IdentityHeaderPrefix, cfg.StripHeaders),
 		allowHdr:    sipmsg.NewHeader("Allow", allowedMethods),
 		retryAfter:  sipmsg.NewHeader("Retry-After", strconv.Itoa(int(cfg.RetryAfter/time.Second))),
@@ -161,9 +159,6 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	if cfg.MaxMessageBytes > int(sipmsg.TransportBufferReadSize) {
 		sipmsg.TransportBufferReadSize = uint16(cfg.MaxMessageBytes)
 	}
-	if l := cfg.TransactionLinger; l > 0 {
-		sipmsg.Timer_D, sipmsg.Timer_J, sipmsg.Timer_L, sipmsg.Timer_M = l, l, l, l
-	}
 
 	parser := sipmsg.NewParser()
 	parser.MaxMessageLength = cfg.MaxMessageBytes
@@ -181,39 +176,15 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 			},
 		}}),
 	}
-	txOpts := []sipmsg.TransactionLayerOption{
-		sipmsg.WithTransactionLayerUnhandledResponseHandler(func(*sipmsg.Response) { s.m.drop(dropStrayResponse) }),
-	}
-	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentParser(parser)}
-	var srvOpts []sipgo.ServerOption
-	var clOpts []sipgo.ClientOption
 	if o.slog != nil {
 		tpOpts = append(tpOpts, sipmsg.WithTransportLayerLogger(o.slog))
-		txOpts = append(txOpts, sipmsg.WithTransactionLayerLogger(o.slog))
-		srvOpts = append(srvOpts, sipgo.WithServerLogger(o.slog))
-		clOpts = append(clOpts, sipgo.WithClientLogger(o.slog))
 	}
-	if o.resolver != nil {
-		uaOpts = append(uaOpts, sipgo.WithUserAgentDNSResolver(o.resolver))
+	resolver := o.resolver
+	if resolver == nil {
+		resolver = net.DefaultResolver
 	}
-	uaOpts = append(uaOpts,
-		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),
-		sipgo.WithUserAgentTransactionLayerOptions(txOpts...))
-	if s.ua, err = sipgo.NewUA(uaOpts...); err != nil {
-		return nil, fmt.Errorf("sip: new user agent: %w", err)
-	}
-	if s.srv, err = sipgo.NewServer(s.ua, srvOpts...); err != nil {
-		return nil, fmt.Errorf("sip: new server: %w", err)
-	}
-	if s.cl, err = sipgo.NewClient(s.ua, clOpts...); err != nil {
-		return nil, fmt.Errorf("sip: new client: %w", err)
-	}
-	for _, m := range []sipmsg.RequestMethod{sipmsg.INVITE, sipmsg.ACK, sipmsg.CANCEL, sipmsg.BYE,
-		sipmsg.OPTIONS, sipmsg.REGISTER, sipmsg.UPDATE, sipmsg.INFO, sipmsg.PRACK, sipmsg.REFER,
-		sipmsg.NOTIFY, sipmsg.SUBSCRIBE, sipmsg.MESSAGE, sipmsg.PUBLISH} {
-		s.srv.OnRequest(m, s.handle)
-	}
-	s.srv.OnNoRoute(s.handle)
+	s.tp = sipmsg.NewTransportLayer(resolver, parser, nil, tpOpts...)
+	s.tp.OnMessage(s.onMessage)
 	return s, nil
 }
 
@@ -227,7 +198,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	udp, tcp, err := listenBoth(s.cfg.Listen)
 	if err != nil {
-		s.ua.Close()
+		s.tp.Close()
 		return err
 	}
 	if err := udp.SetReadBuffer(s.cfg.UDPReadBuffer); err != nil {
@@ -235,14 +206,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	ua := udp.LocalAddr().(*net.UDPAddr)
 	bound := netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port())
-	lhost, lport, _ := sipmsg.ParseAddr(udp.LocalAddr().String())
-	s.laddrUDP = sipmsg.Addr{IP: net.ParseIP(lhost), Port: lport}
-	if s.laddrUDP.String() != udp.LocalAddr().String() {
-		udp.Close()
-		tcp.Close()
-		s.ua.Close()
-		return fmt.Errorf("sip: cannot address UDP listener %s as a sipgo local address", udp.LocalAddr())
-	}
+	s.udp = udp
 	s.addr = bound
 	if bound.Addr().IsUnspecified() {
 		s.localIPs = interfaceIPs()
@@ -265,10 +229,12 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, pendingServe)
 	edge := newEdgeListener(tcp, s)
 	for range s.cfg.UDPReaders {
-		go func() { errc <- s.srv.ServeUDP(udp) }()
+		go func() { errc <- s.tp.ServeUDP(udp) }()
 	}
-	go func() { errc <- s.srv.ServeTCP(edge) }()
+	go func() { errc <- s.tp.ServeTCP(edge) }()
 	s.awaitServing(ctx, errc)
+	timersDone := make(chan struct{})
+	go func() { defer close(timersDone); s.runTimers(ctx.Done()) }()
 	sweepDone := make(chan struct{})
 	go func() { defer close(sweepDone); s.sweepDialogs(ctx) }()
 	bansDone := make(chan struct{})
@@ -300,7 +266,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for ; pendingServe > 0; pendingServe-- {
 		<-errc
 	}
-	s.ua.Close() // terminates every transaction and closes pooled connections
+	s.tp.Close() // closes pooled connections
+	<-timersDone
+	s.tx.clear()
 	<-sweepDone
 	<-bansDone
 	// Handlers see their transactions end and return; sipgo may still be starting a
@@ -314,6 +282,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info().Msg("SIP edge stopped")
 	return runErr
+}
+
+// linger is how long finished transactions are kept: TransactionLinger, or the RFC's
+// 64·T1 (Timers J, L, M, D).
+func linger(l time.Duration) time.Duration {
+	if l > 0 {
+		return l
+	}
+	return timer64T1
 }
 
 // Ready is closed once both listeners are bound and [Server.Addr] is valid.
@@ -357,16 +334,6 @@ type dialKey struct{}
 
 func allowDial(ctx context.Context) context.Context { return context.WithValue(ctx, dialKey{}, true) }
 
-// sendContext is the context for sending r: dials allowed and, when r goes over a
-// connection-oriented transport, bounded by d. UDP never dials nor blocks, so it gets no
-// timer (one per relayed message is measurable at thousands of calls per second).
-func (s *Server) sendContext(r *sipmsg.Request, d time.Duration) (context.Context, context.CancelFunc) {
-	if r.Transport() == "UDP" {
-		return s.dialCtx, func() {}
-	}
-	return context.WithTimeout(s.dialCtx, d)
-}
-
 // awaitServing returns once sipgo has registered the UDP listener in its connection pool
 // and the TCP listen port, which ServeUDP and ServeTCP do inside their goroutines. Until
 // then a relay to a UDP upstream (from a TCP caller, say) finds no pooled socket for the
@@ -374,9 +341,9 @@ func (s *Server) sendContext(r *sipmsg.Request, d time.Duration) (context.Contex
 // came in the first milliseconds. It also returns when a listener stopped (the error
 // stays in errc for Run) or ctx ends.
 func (s *Server) awaitServing(ctx context.Context, errc chan error) {
-	tl := s.ua.TransportLayer()
+	tl := s.tp
 	for {
-		if c, _ := tl.GetConnection("udp", s.laddrUDP.String()); c != nil && len(tl.ListenPorts("tcp")) > 0 {
+		if c, _ := tl.GetConnection("udp", s.udp.LocalAddr().String()); c != nil && len(tl.ListenPorts("tcp")) > 0 {
 			return
 		}
 		select {
@@ -572,12 +539,6 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 			return nil, nil
 		}
 		return data, nil
-	}
-	if branch, ok := rawCancelBranch(data); ok && s.cancels.foreign(branch, src) {
-		// A CANCEL for an INVITE another address sent: sipgo would match it by branch
-		// alone and end that call. CANCEL matches by branch and source.
-		s.m.drop(dropCancelSource)
-		return nil, nil
 	}
 	switch s.admitSource(src) {
 	case admitBanned:

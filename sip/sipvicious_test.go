@@ -75,7 +75,9 @@ func TestSvwarFindsNothing(t *testing.T) {
 
 func TestSvcrackIsBanned(t *testing.T) {
 	svcrack := needBinary(t, "svcrack")
-	edge, _, reg := newDefenceRig(t, nil)
+	// svcrack calls from 127.0.0.1 (below), so the upstream lives elsewhere: an upstream's
+	// address is never banned (DESIGN §4a).
+	edge, _, reg := newDefenceRig(t, func(c *Config) { c.Upstream = "sip:127.0.0.5:5060" })
 	dict := filepath.Join(t.TempDir(), "dict")
 	// The right password is the 8th guess: the ban must come first.
 	words := []string{"1234", "password", "admin", "pbxuser", "secret", "letmein", "qwerty", testPassword, "x"}
