@@ -1,6 +1,8 @@
 package sip
 
 import (
+	"net/netip"
+
 	sipmsg "github.com/emiago/sipgo/sip"
 )
 
@@ -79,6 +81,18 @@ func (s *Server) onRequest(req *sipmsg.Request) {
 		}
 		return
 	}
+	if s.auth.guard != nil && req.IsInvite() && req.GetHeader("Proxy-Authorization") != nil {
+		// The cluster-wide replay guard is a store round trip (up to 250 ms): not on the
+		// reader every other datagram waits behind. Such INVITEs are few (a digest PBX
+		// answers one challenge per call) and bounded by the rate limits.
+		s.active.Add(1)
+		go func() {
+			defer s.active.Add(-1)
+			s.handle(req, p)
+			p.abandon()
+		}()
+		return
+	}
 	s.handle(req, p)
 	p.abandon()
 }
@@ -132,4 +146,26 @@ func (p *ptx) abandon() {
 	p.l = nil
 	p.s.tx.live.Add(-1)
 	p.s.tx.remove(p)
+}
+
+// peerAddr is the socket peer of req: the UDP datagram source or the TCP connection peer,
+// never a header. Request.Source() is not used because it falls back to the Via header
+// when the transport source is empty.
+func peerAddr(req *sipmsg.Request) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(req.MessageData.Source())
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// transportLabel is the lower-case transport of a received message ("udp", "tcp").
+func transportLabel(tp string) string {
+	switch tp {
+	case "UDP":
+		return "udp"
+	case "TCP":
+		return "tcp"
+	}
+	return "other"
 }
