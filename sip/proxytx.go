@@ -81,7 +81,7 @@ func (p *ptx) respondLocked(res *sipmsg.Response, now time.Time) error {
 	case code < 300:
 		p.sst = srvAccepted // RFC 6026: 2xx retransmissions are the UAS's, relayed as they come
 		p.resp = nil
-	case p.src.tp == "UDP" && l != nil:
+	case p.src.tp == "UDP" && l != nil && p.skey != "":
 		p.sst = srvCompleted // Timer G until the ACK, Timer H gives up
 		l.gIv = timerT1
 		l.gAt = now.Add(timerT1).UnixNano()
@@ -232,10 +232,10 @@ func (p *ptx) localAnswer(code int, reason string, now time.Time, extra ...sipms
 }
 
 // clientDone ends the client side: retransmissions stop, the relay's holds (pending
-// counts, the trunk's concurrency slot unless a dialog took it) are released. timedOut
-// says the next hop never answered finally: a BYE that timed out ends its dialog (RFC
-// 3261 §15.1.1).
-func (p *ptx) clientDone(now time.Time, timedOut bool) {
+// counts, the trunk's concurrency slot unless a dialog took it) are released. failed
+// says the next hop never answered finally (timeout, transport error): a BYE that failed
+// ends its dialog all the same (RFC 3261 §15.1.1).
+func (p *ptx) clientDone(now time.Time, failed bool) {
 	if p.cst == cliDone || p.cst == cliNone {
 		return
 	}
@@ -243,7 +243,7 @@ func (p *ptx) clientDone(now time.Time, timedOut bool) {
 	p.cst = cliDone
 	l.retransAt, l.deadline, l.cancelAt, l.tryingAt = 0, 0, 0, 0
 	l.fwb = nil
-	if timedOut && l.fw != nil && l.fw.Method == sipmsg.BYE && l.info.dialog != "" {
+	if failed && l.fw != nil && l.fw.Method == sipmsg.BYE && l.info.dialog != "" {
 		p.s.dlg.end(l.info.dialog)
 	}
 	p.s.releaseRelay(&l.info)
@@ -482,7 +482,7 @@ func (p *ptx) transportError() {
 	if !p.l.callerGone {
 		p.localAnswer(sipmsg.StatusServiceUnavailable, "Service Unavailable", now, p.s.retryAfter)
 	}
-	p.clientDone(now, false)
+	p.clientDone(now, true)
 	p.settle(now)
 }
 
@@ -516,7 +516,7 @@ func (p *ptx) startClient(fw *sipmsg.Request, out flow, info relayInfo) {
 		s.m.upstreamResponse("error")
 		s.log.Debug().Err(err).Str("call_id", callIDOf(fw)).Str("next_hop", out.addr.String()).Msg("relay failed")
 		p.localAnswer(sipmsg.StatusServiceUnavailable, "Service Unavailable", now, s.retryAfter)
-		p.clientDone(now, false)
+		p.clientDone(now, true)
 		p.settle(now)
 		return
 	}

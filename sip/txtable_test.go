@@ -174,3 +174,27 @@ func TestTimerWheel(t *testing.T) {
 		t.Errorf("%d still armed", w.n)
 	}
 }
+
+// Matching a request to its transaction (retransmission, ACK, CANCEL) allocates nothing.
+func TestServerKeyLookupAllocatesNothing(t *testing.T) {
+	tbl := newTxTable(timer64T1, 100)
+	req := parseReq(t, rawRequest("INVITE", "sip:1@t1.example.org"), "127.0.0.2:5060")
+	var kb [keyBuf]byte
+	k, ok := serverKey(kb[:0], req, false)
+	if !ok {
+		t.Fatal("no key")
+	}
+	p, made := tbl.addServer(nil, k, flow{tp: "UDP", addr: ap("127.0.0.2:5060")}, req)
+	if !made {
+		t.Fatal("not made")
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		var kb [keyBuf]byte
+		k, _ := serverKey(kb[:0], req, true)
+		if tbl.findServer(k) != p {
+			t.Fatal("not found")
+		}
+	}); n != 0 {
+		t.Fatalf("lookup allocates %v times", n)
+	}
+}
