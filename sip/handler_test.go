@@ -281,7 +281,7 @@ func TestHandlerVerdicts(t *testing.T) {
 			names[mf.GetName()] = true
 		}
 		for _, n := range []string{"sipedge_sip_invites_total", "sipedge_sip_digest_total", "sipedge_sip_requests_total",
-			"sipedge_sip_active_dialogs", "sipedge_sip_upstream_responses_total", "sipedge_sip_decision_seconds",
+			"sipedge_sip_active_dialogs", "sipedge_sip_transactions", "sipedge_sip_upstream_responses_total", "sipedge_sip_decision_seconds",
 			"sipedge_sip_dropped_total"} {
 			if !names[n] {
 				t.Errorf("metric %s not exported", n)

@@ -136,7 +136,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		s.serverHdr = sipmsg.NewHeader("Server", cfg.UserAgent)
 	}
 	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(s.dlg.len()) },
-		func() float64 { return float64(s.bans.count()) })
+		func() float64 { return float64(s.bans.count()) }, s.tx.counts)
 	if err != nil {
 		return nil, fmt.Errorf("sip: register metrics: %w", err)
 	}
