@@ -119,6 +119,7 @@ func (p *ptx) finish(now time.Time) {
 	p.done = true
 	p.s.tx.wheel.arm(p, 0)
 	if p.l != nil {
+		release(p.l.fwb)
 		p.l.fwb = nil
 		p.l = nil
 	}
@@ -159,7 +160,7 @@ func (p *ptx) fire() {
 	}
 	if l.retransAt != 0 && l.retransAt <= ns {
 		if l.fwb != nil {
-			_ = p.s.writeTo(p.out, l.fwb)
+			_ = p.s.writeTo(p.out, l.fwb.Bytes())
 		}
 		if p.invite {
 			l.retransIv *= 2 // Timer A
@@ -242,6 +243,7 @@ func (p *ptx) clientDone(now time.Time, failed bool) {
 	l := p.l
 	p.cst = cliDone
 	l.retransAt, l.deadline, l.cancelAt, l.tryingAt = 0, 0, 0, 0
+	release(l.fwb)
 	l.fwb = nil
 	if failed && l.fw != nil && l.fw.Method == sipmsg.BYE && l.info.dialog != "" {
 		p.s.dlg.end(l.info.dialog)
@@ -521,11 +523,12 @@ func (p *ptx) startClient(fw *sipmsg.Request, out flow, info relayInfo) {
 		return
 	}
 	if out.tp == "UDP" {
-		l.fwb = append([]byte(nil), b.Bytes()...)
+		l.fwb = b // kept for Timers A/E until the client side ends
 		l.retransIv = timerT1
 		l.retransAt = now.Add(timerT1).UnixNano()
+	} else {
+		release(b)
 	}
-	release(b)
 	l.deadline = now.Add(s.cfg.UpstreamTimeout).UnixNano()
 	if p.invite && p.sst == srvTrying && p.skey != "" {
 		l.tryingAt = now.Add(timerTrying).UnixNano()

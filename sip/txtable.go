@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"hash/maphash"
 	"strconv"
 	"sync"
@@ -123,7 +124,7 @@ type ptx struct {
 type ptxLive struct {
 	req  *sipmsg.Request // as received: the edge's own answers are built from it
 	fw   *sipmsg.Request // as forwarded: CANCEL and ACK are built from it
-	fwb  []byte          // fw serialized (pooled buffer), for retransmission over UDP
+	fwb  *bytes.Buffer   // fw serialized (a pooled buffer), for retransmission over UDP
 	info relayInfo       // what the relay holds until its client side ends (releaseRelay)
 
 	start time.Time
