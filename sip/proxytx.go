@@ -33,6 +33,15 @@ var (
 	errNoServer  = errors.New("sip: transaction has no server side")
 )
 
+// sink is where downstream responses go instead of the wire (a test's recorder), while
+// the transaction is in progress; nil for the wire.
+func (p *ptx) sink() serverTx {
+	if p.l == nil {
+		return nil
+	}
+	return p.l.sink
+}
+
 // Respond sends a response the edge made to the sender, as the server transaction:
 // recorded for retransmission, with the state change it implies.
 func (p *ptx) Respond(res *sipmsg.Response) error {
@@ -58,8 +67,8 @@ func (p *ptx) respondLocked(res *sipmsg.Response, now time.Time) error {
 	code := res.StatusCode
 	keep := p.src.tp == "UDP" && p.skey != "" && !(p.invite && code >= 200 && code < 300)
 	var err error
-	if p.sink != nil {
-		err = p.sink.Respond(res)
+	if sink := p.sink(); sink != nil {
+		err = sink.Respond(res)
 	} else {
 		b := encode(res)
 		err = p.s.writeTo(p.src, b.Bytes())
@@ -123,7 +132,6 @@ func (p *ptx) finish(now time.Time) {
 		p.l.fwb = nil
 		p.l = nil
 	}
-	p.sink = nil
 	p.s.tx.finished(p, now)
 }
 
@@ -336,17 +344,20 @@ func (p *ptx) onResponse(res *sipmsg.Response) {
 // then as the server transaction's response (a 2xx retransmission after the final goes
 // out as it is).
 func (p *ptx) forwardDown(res *sipmsg.Response, now time.Time) error {
+	if p.sst == srvNone {
+		return nil // a request the edge originated: its answers are its own
+	}
 	res.RemoveHeader("Via") // our own, top
 	if p.sst == srvAccepted {
-		if p.sink != nil {
-			return p.sink.Respond(res)
+		if sink := p.sink(); sink != nil {
+			return sink.Respond(res)
 		}
 		b := encode(res)
 		err := p.s.writeTo(p.src, b.Bytes())
 		release(b)
 		return err
 	}
-	if p.sink != nil {
+	if p.sink() != nil {
 		res.SetDestination(p.src.addr.String())
 		res.SetTransport(p.src.tp)
 	}

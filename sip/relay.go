@@ -220,7 +220,7 @@ func (s *Server) relay(req *sipmsg.Request, tx serverTx, src netip.AddrPort, fw 
 	p, ok := tx.(*ptx)
 	if !ok { // a test's recorder: a transaction of its own, answering into it
 		p = s.tx.newDetached(s, flow{tp: req.Transport(), addr: src})
-		p.sink = tx
+		p.l.sink = tx
 		p.l.req = req
 	}
 	p.startClient(fw, out, info)

@@ -114,9 +114,6 @@ type ptx struct {
 	tn     wheelNode // the armed timer (guarded by the wheel's mutex)
 	expire int64     // end of the linger (unix ns), once done
 
-	// sink receives the downstream responses instead of the wire: a test's recorder.
-	sink serverTx
-
 	l *ptxLive // nil once finished
 }
 
@@ -126,6 +123,7 @@ type ptxLive struct {
 	fw   *sipmsg.Request // as forwarded: CANCEL and ACK are built from it
 	fwb  *bytes.Buffer   // fw serialized (a pooled buffer), for retransmission over UDP
 	info relayInfo       // what the relay holds until its client side ends (releaseRelay)
+	sink serverTx        // receives the downstream responses instead of the wire: a test's recorder
 
 	start time.Time
 
@@ -302,10 +300,14 @@ func (t *txTable) expireFinished(now time.Time) {
 	for {
 		t.finMu.Lock()
 		if t.finN == 0 || t.fin[t.finHd].expire > ns {
-			if t.finN == 0 && len(t.fin) > 1024 {
+			shrink := t.finN == 0 && len(t.fin) > 1024
+			if shrink {
 				t.fin, t.finHd = nil, 0 // give a burst's ring back
 			}
 			t.finMu.Unlock()
+			if shrink {
+				t.shrinkMaps()
+			}
 			return
 		}
 		p := t.fin[t.finHd]
@@ -314,6 +316,22 @@ func (t *txTable) expireFinished(now time.Time) {
 		t.finN--
 		t.finMu.Unlock()
 		t.remove(p)
+	}
+}
+
+// shrinkMaps replaces the shards' empty maps after a burst: a Go map keeps the room of
+// its largest size, and nothing else gives it back.
+func (t *txTable) shrinkMaps() {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		if len(sh.srv) == 0 {
+			sh.srv = map[string]*ptx{}
+		}
+		if len(sh.cli) == 0 {
+			sh.cli = map[string]*ptx{}
+		}
+		sh.mu.Unlock()
 	}
 }
 
