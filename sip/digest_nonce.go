@@ -15,16 +15,38 @@ import (
 // source address and the realm, expiring without state (see digest.go).
 
 // macPool hands out keyed HMAC-SHA256 states: hmac.New precomputes the padded key, so
-// reusing one saves two allocations and a key schedule per use.
+// reusing one saves two allocations and a key schedule per use. A state carries its own
+// scratch space, so writing strings and taking the sum allocate nothing.
 type macPool struct{ p sync.Pool }
+
+type macState struct {
+	h       hash.Hash
+	sum     [sha256.Size]byte
+	scratch [128]byte
+}
 
 func newMacPool(key []byte) *macPool {
 	k := append([]byte(nil), key...)
-	return &macPool{p: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}
+	return &macPool{p: sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, k)} }}}
 }
 
-func (m *macPool) get() hash.Hash  { h := m.p.Get().(hash.Hash); h.Reset(); return h }
-func (m *macPool) put(h hash.Hash) { m.p.Put(h) }
+func (m *macPool) get() *macState   { st := m.p.Get().(*macState); st.h.Reset(); return st }
+func (m *macPool) put(st *macState) { m.p.Put(st) }
+
+// writeString feeds s to the MAC through the scratch space (no []byte conversion).
+func (st *macState) writeString(s string) {
+	for len(s) > 0 {
+		n := copy(st.scratch[:], s)
+		st.h.Write(st.scratch[:n])
+		s = s[n:]
+	}
+}
+
+// write feeds b to the MAC.
+func (st *macState) write(b []byte) { st.h.Write(b) }
+
+// final returns the MAC, in the state's own space: valid until put.
+func (st *macState) final() []byte { return st.h.Sum(st.sum[:0]) }
 
 // deriveKey derives a purpose-specific key from the configured NonceKey, so a nonce can
 // never be replayed as a Record-Route token or the other way round.
@@ -45,16 +67,15 @@ const (
 	maxClockSkew  = 5 * time.Second // nodes' clocks may differ this much
 )
 
-func (a *authenticator) nonceMAC(payload []byte, src netip.Addr) []byte {
-	h := a.mac.get()
+func (a *authenticator) nonceMAC(dst *[nonceMACBytes]byte, payload []byte, src netip.Addr) {
+	st := a.mac.get()
 	ip := src.Unmap().As16()
-	h.Write(payload)
-	h.Write(ip[:])
-	h.Write([]byte(a.realm))
-	var sum [sha256.Size]byte
-	out := h.Sum(sum[:0])
-	a.mac.put(h)
-	return out[:nonceMACBytes]
+	st.write(payload)
+	copy(st.scratch[:16], ip[:])
+	st.write(st.scratch[:16])
+	st.writeString(a.realm)
+	copy(dst[:], st.final())
+	a.mac.put(st)
 }
 
 // newNonce returns a fresh nonce bound to src, the realm, now and the configured TTL.
@@ -66,7 +87,9 @@ func (a *authenticator) newNonce(src netip.Addr) string {
 		ttl = 1
 	}
 	binary.BigEndian.PutUint32(raw[8:12], uint32(ttl))
-	copy(raw[noncePayload:], a.nonceMAC(raw[:noncePayload], src))
+	var mac [nonceMACBytes]byte
+	a.nonceMAC(&mac, raw[:noncePayload], src)
+	copy(raw[noncePayload:], mac[:])
 	return b64.EncodeToString(raw[:])
 }
 
@@ -80,7 +103,9 @@ func (a *authenticator) checkNonce(nonce string, src netip.Addr) (valid, expired
 	if n, err := b64.Decode(raw[:], []byte(nonce)); err != nil || n != nonceBytes {
 		return false, false
 	}
-	if !hmac.Equal(raw[noncePayload:], a.nonceMAC(raw[:noncePayload], src)) {
+	var mac [nonceMACBytes]byte
+	a.nonceMAC(&mac, raw[:noncePayload], src)
+	if !hmac.Equal(raw[noncePayload:], mac[:]) {
 		return false, false
 	}
 	issued := time.Unix(0, int64(binary.BigEndian.Uint64(raw[0:8])))
