@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
 )
@@ -59,12 +60,35 @@ func (s *Server) writeTo(f flow, b []byte) error {
 	if c == nil {
 		return errNoConnection
 	}
+	if tc, ok := c.(*sipmsg.TCPConnection); ok {
+		return s.writeTCP(tc, b)
+	}
 	w, ok := c.(tcpWriter)
 	if !ok {
 		return errNoConnection
 	}
 	_, err := w.Write(b)
 	return err
+}
+
+// tcpSendTimeout bounds one TCP write from a goroutine other connections depend on (a
+// UDP reader, the timer wheel): a peer that stopped reading until the kernel's send
+// buffer is full must not stall everyone else's messages.
+const tcpSendTimeout = time.Second
+
+// writeTCP writes b on tc within tcpSendTimeout (or TCPWriteTimeout, when shorter). A
+// write that fails or times out may have left part of a message on the stream, so the
+// connection is closed.
+func (s *Server) writeTCP(tc *sipmsg.TCPConnection, b []byte) error {
+	d := min(tcpSendTimeout, s.cfg.TCPWriteTimeout)
+	if err := tc.Conn.SetWriteDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	if _, err := tc.Conn.Write(b); err != nil {
+		_ = tc.Close()
+		return err
+	}
+	return nil
 }
 
 // sendRequest sends the serialized request b to f, opening a TCP connection when there
