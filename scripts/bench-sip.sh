@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 : "${SIZES:=10 10000}"
 : "${EDGE_ARGS:=}" # extra sipedge flags, e.g. "--transaction-linger 5s"
 : "${OUT:=bench/results}"
+: "${NOEDGE:=1}" # 0 skips the no-edge ceiling
 : "${REDIS:=$(command -v redis-server >/dev/null && echo 1 || echo 0)}"
 mkdir -p "$OUT"
 TMP="$(mktemp -d -t sipedge-bench.XXXXXX)"
@@ -26,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)"; exit 1; }
 go build -o "$TMP/sipedge" ./cmd/sipedge
-UAS_PORT=35080 EDGE_PORT=35060 HTTP_PORT=38080
+: "${UAS_PORT:=35080}" "${EDGE_PORT:=35060}" "${HTTP_PORT:=38080}" # overridable: several ladders on one machine
 AUTH_ID=MABENCH000000000001 AUTH_TOKEN=bench-token-000000000001
 HZ=$(getconf CLK_TCK)
 SCEN="$PWD/scripts/sipp/uac.xml"
@@ -40,6 +41,7 @@ start_uas() {
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; } # peak RSS of the process so far
 
 start_edge() { # start_edge N_ENTRIES [extra flags]
 	local n=$1 data="$TMP/data-$1"
@@ -71,7 +73,7 @@ step() { # step LABEL TARGET_PORT RATE PID|- -> one markdown row; returns 1 when
 	local label=$1 port=$2 rate=$3 pid=$4 calls=$(($3 * DURATION)) c0=0 c1=0 rss="-"
 	rm -f "$TMP"/uac*.csv "$TMP"/uac*_rtt.csv
 	[ "$pid" != - ] && c0=$(cpu_ticks "$pid")
-	(cd "$TMP" && timeout $((DURATION * 4 + 30)) sipp "127.0.0.1:$port" -sf "$SCEN" -i 127.0.0.2 -p 35061 \
+	(cd "$TMP" && timeout $((DURATION * 4 + 30)) sipp "127.0.0.1:$port" -sf "$SCEN" -i 127.0.0.2 -p $((EDGE_PORT + 1)) \
 		-r "$rate" -m "$calls" -l $((rate * 4)) -d 0 -buff_size 4194304 -recv_timeout 5000 -timeout $((DURATION * 4 + 20)) \
 		-trace_stat -stf "$TMP/uac.csv" -trace_rtt -rtt_freq 100 >/dev/null 2>&1) || true
 	[ "$pid" != - ] && { c1=$(cpu_ticks "$pid"); rss=$(($(rss_kb "$pid") / 1024)); }
@@ -98,13 +100,16 @@ sys.exit(0 if failpct < 1 else 1)
 PY
 }
 
-rss_after() { # rss_after LABEL PID: the edge's RSS 12 s and 40 s after its last step
-	local a b
-	sleep 12
+rss_after() { # rss_after LABEL PID: the edge's peak RSS, and its RSS 10 s, 12 s and 40 s after its last step
+	local a b p t
+	p=$(($(hwm_kb "$2") / 1024))
+	sleep 10
+	t=$(($(rss_kb "$2") / 1024))
+	sleep 2
 	a=$(($(rss_kb "$2") / 1024))
 	sleep 28
 	b=$(($(rss_kb "$2") / 1024))
-	echo "| $1 | $a | $b |" >>"$TMP/after.md"
+	echo "| $1 | $p | $t | $a | $b |" >>"$TMP/after.md"
 }
 : >"$TMP/after.md"
 
@@ -117,7 +122,7 @@ rss_after() { # rss_after LABEL PID: the edge's RSS 12 s and 40 s after its last
 	echo "|---|---|---|---|---|---|---|---|"
 } >"$TMP/table.md"
 start_uas
-for r in $RATES; do step no-edge $UAS_PORT "$r" - >>"$TMP/table.md" || break; done
+[ "$NOEDGE" = 1 ] && for r in $RATES; do step no-edge $UAS_PORT "$r" - >>"$TMP/table.md" || break; done
 for n in $SIZES; do
 	start_edge "$n"
 	for r in $RATES; do step "edge-$n" $EDGE_PORT "$r" "$EDGE_PID" >>"$TMP/table.md" || break; done
@@ -140,8 +145,8 @@ fi
 	echo
 	echo "Edge RSS after the last step, once the load stopped (transactions linger 32 s by RFC, 5 s with \`--transaction-linger 5s\`):"
 	echo
-	echo "| config | +12 s MiB | +40 s MiB |"
-	echo "|---|---|---|"
+	echo "| config | peak MiB | +10 s MiB | +12 s MiB | +40 s MiB |"
+	echo "|---|---|---|---|---|"
 	cat "$TMP/after.md"
 } >>"$TMP/table.md"
 stamp=$(date -u +%Y%m%d-%H%M)

@@ -1,11 +1,7 @@
 package sip
 
 import (
-	"bytes"
-	"hash/maphash"
-	"net/netip"
 	"strings"
-	"sync"
 
 	sipmsg "github.com/emiago/sipgo/sip"
 
@@ -101,108 +97,4 @@ func (p *headerPolicy) add(fw *sipmsg.Request, d *decision) {
 			fw.AppendHeader(sipmsg.NewHeader(p.user, d.Credential.Username))
 		}
 	}
-}
-
-// cancelTable remembers, for each INVITE being relayed, the source address it came from,
-// by its top Via branch, so a CANCEL is matched by branch and source (DESIGN §4): a
-// branch seen on the wire does not let anyone else cancel the call. Entries live exactly
-// as long as the relay of their INVITE, so the table is bounded by the pending
-// transactions. Safe for concurrent use.
-type cancelTable struct {
-	seed   maphash.Seed
-	shards [32]cancelShard
-}
-
-type cancelShard struct {
-	mu sync.Mutex
-	m  map[string]netip.Addr
-}
-
-func newCancelTable() *cancelTable {
-	t := &cancelTable{seed: maphash.MakeSeed()}
-	for i := range t.shards {
-		t.shards[i].m = map[string]netip.Addr{}
-	}
-	return t
-}
-
-func (t *cancelTable) shard(branch string) *cancelShard {
-	return &t.shards[maphash.String(t.seed, branch)%uint64(len(t.shards))]
-}
-
-func (t *cancelTable) put(branch string, src netip.Addr) {
-	sh := t.shard(branch)
-	sh.mu.Lock()
-	sh.m[branch] = src.Unmap()
-	sh.mu.Unlock()
-}
-
-func (t *cancelTable) del(branch string) {
-	sh := t.shard(branch)
-	sh.mu.Lock()
-	delete(sh.m, branch)
-	sh.mu.Unlock()
-}
-
-// foreign reports whether branch belongs to an INVITE being relayed that came from
-// another address than src.
-func (t *cancelTable) foreign(branch string, src netip.Addr) bool {
-	sh := t.shard(branch)
-	sh.mu.Lock()
-	from, ok := sh.m[branch]
-	sh.mu.Unlock()
-	return ok && from != src.Unmap()
-}
-
-// viaBranch is the branch of req's top Via ("" when none).
-func viaBranch(req *sipmsg.Request) string {
-	v := req.Via()
-	if v == nil || v.Params == nil {
-		return ""
-	}
-	b, _ := v.Params.Get("branch")
-	return b
-}
-
-// rawCancelBranch returns the top Via branch of a raw datagram that is a CANCEL request,
-// without parsing it (the read filter's cheap look); ok is false for anything else.
-func rawCancelBranch(data []byte) (branch string, ok bool) {
-	if !bytes.HasPrefix(data, []byte("CANCEL ")) {
-		return "", false
-	}
-	rest := data
-	for len(rest) > 0 {
-		i := bytes.IndexByte(rest, '\n')
-		if i < 0 {
-			return "", true
-		}
-		line := bytes.TrimRight(rest[:i], "\r")
-		rest = rest[i+1:]
-		if len(line) == 0 {
-			return "", true // end of headers: no Via
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon < 0 {
-			continue
-		}
-		name := bytes.TrimSpace(line[:colon])
-		if !bytes.EqualFold(name, []byte("Via")) && !bytes.EqualFold(name, []byte("v")) {
-			continue
-		}
-		val := line[colon+1:]
-		if c := bytes.IndexByte(val, ','); c >= 0 {
-			val = val[:c]
-		}
-		j := bytes.Index(bytes.ToLower(val), []byte("branch="))
-		if j < 0 {
-			return "", true
-		}
-		b := val[j+len("branch="):]
-		end := bytes.IndexAny(b, "; \t,")
-		if end >= 0 {
-			b = b[:end]
-		}
-		return string(b), true
-	}
-	return "", true
 }

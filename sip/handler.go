@@ -10,10 +10,11 @@ import (
 	"github.com/sipedge/sipedge/acl"
 )
 
-// handle is the one sipgo handler for every method. sipgo runs it in its own goroutine
-// per request; the server transaction ends when it returns, so relays block here until
-// the final response is relayed.
-func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
+// handle judges and answers or relays one new request (not a retransmission, ACK of a
+// non-2xx or CANCEL of a transaction in the table: see onRequest). It runs on the
+// goroutine that read the request and never blocks: a relay returns once the request is
+// sent, and its transaction goes on in the table.
+func (s *Server) handle(req *sipmsg.Request, tx serverTx) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 
@@ -60,8 +61,8 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 	case req.IsAck():
 		s.onAck(req, src)
 	case req.IsCancel():
-		// A CANCEL matching an INVITE being relayed never gets here: sipgo answers it,
-		// sends the 487 and fires the transaction's OnCancel (see relay).
+		// A CANCEL matching an INVITE in the transaction table never gets here (onRequest
+		// answers it and cancels the INVITE).
 		s.respond(tx, req, src, sipmsg.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
 	default:
 		if code, reason := s.screen(req); code != 0 {
@@ -84,7 +85,7 @@ func (s *Server) handle(req *sipmsg.Request, tx sipmsg.ServerTransaction) {
 }
 
 // onInvite judges an out-of-dialog INVITE and answers or relays it.
-func (s *Server) onInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, tp string) {
+func (s *Server) onInvite(req *sipmsg.Request, tx serverTx, src netip.AddrPort, tp string) {
 	var (
 		d    decision
 		slot *capSlot
@@ -187,7 +188,7 @@ func failureReason(d *decision) string {
 
 // onOptions answers OPTIONS addressed to the edge: 200 with Allow, or 503 while not ready
 // or draining, so keep-alive pings and load balancers see the edge's state.
-func (s *Server) onOptions(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort) {
+func (s *Server) onOptions(req *sipmsg.Request, tx serverTx, src netip.AddrPort) {
 	if mf := req.MaxForwards(); mf.Val() == 0 {
 		s.tooManyHops483(tx, req, src)
 		return
@@ -216,7 +217,7 @@ func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
 		return
 	}
 	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
-	if err := s.writeStateless(fw); err != nil {
+	if err := s.sendStateless(fw); err != nil {
 		s.m.drop(dropAck)
 		s.log.Debug().Err(err).Str("call_id", callIDOf(req)).Msg("forward ACK failed")
 	}
@@ -224,7 +225,7 @@ func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
 
 // onInDialog relays a request inside a dialog (BYE, re-INVITE, UPDATE, INFO, …) in
 // either direction, if and only if it routes through a Record-Route this edge issued.
-func (s *Server) onInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort) {
+func (s *Server) onInDialog(req *sipmsg.Request, tx serverTx, src netip.AddrPort) {
 	if req.MaxForwards().Val() == 0 {
 		s.tooManyHops483(tx, req, src)
 		return
@@ -248,15 +249,26 @@ func (s *Server) onInDialog(req *sipmsg.Request, tx sipmsg.ServerTransaction, sr
 	}
 	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
 	s.pending.Add(1)
-	defer s.pending.Add(-1)
-	s.relay(req, tx, src, fw, relayInfo{dialog: rt.dialog, grant: rt.grant})
+	s.relay(req, tx, src, fw, rt.next, relayInfo{dialog: rt.dialog, grant: rt.grant, pending: true})
 }
 
 // --- one function per outcome -------------------------------------------------------
 
 // respond sends a response the edge generates itself, always to the socket the request
 // came from (symmetric response routing, RFC 3581 style), with our Server header.
-func (s *Server) respond(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort, code int, reason string, extra ...sipmsg.Header) {
+func (s *Server) respond(tx serverTx, req *sipmsg.Request, src netip.AddrPort, code int, reason string, extra ...sipmsg.Header) {
+	if tx == nil {
+		return
+	}
+	res := s.buildResponse(req, src, code, reason, extra...)
+	if err := tx.Respond(res); err != nil {
+		s.m.drop(dropRespondFailed)
+		s.log.Debug().Err(err).Int("code", code).Str("call_id", callIDOf(req)).Msg("respond failed")
+	}
+}
+
+// buildResponse makes the edge's own answer to req: extra headers, our Server header.
+func (s *Server) buildResponse(req *sipmsg.Request, src netip.AddrPort, code int, reason string, extra ...sipmsg.Header) *sipmsg.Response {
 	res := sipmsg.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range extra {
 		res.AppendHeader(h)
@@ -265,15 +277,12 @@ func (s *Server) respond(tx sipmsg.ServerTransaction, req *sipmsg.Request, src n
 		res.AppendHeader(s.serverHdr)
 	}
 	res.SetDestination(src.String())
-	if err := tx.Respond(res); err != nil {
-		s.m.drop(dropRespondFailed)
-		s.log.Debug().Err(err).Int("code", code).Str("call_id", callIDOf(req)).Msg("respond failed")
-	}
+	return res
 }
 
 // challenge407 asks for proxy credentials: one Proxy-Authenticate per algorithm, in order,
 // all with qop="auth" and one fresh nonce bound to the source IP.
-func (s *Server) challenge407(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort, algs []string, stale bool) {
+func (s *Server) challenge407(tx serverTx, req *sipmsg.Request, src netip.AddrPort, algs []string, stale bool) {
 	vals := s.auth.challenges(src.Addr(), algs, stale)
 	hdrs := make([]sipmsg.Header, len(vals))
 	for i, v := range vals {
@@ -285,29 +294,25 @@ func (s *Server) challenge407(tx sipmsg.ServerTransaction, req *sipmsg.Request, 
 // reject403 is the one answer for a refused caller: wrong password, unknown user, no
 // credential, disabled trunk, bad dialog route. Identical bytes whatever the reason, so
 // it tells a prober nothing.
-func (s *Server) reject403(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
+func (s *Server) reject403(tx serverTx, req *sipmsg.Request, src netip.AddrPort) {
 	s.respond(tx, req, src, sipmsg.StatusForbidden, "Forbidden")
 }
 
-func (s *Server) reject400(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort, reason string) {
+func (s *Server) reject400(tx serverTx, req *sipmsg.Request, src netip.AddrPort, reason string) {
 	if reason == "" {
 		reason = "Bad Request"
 	}
 	s.respond(tx, req, src, sipmsg.StatusBadRequest, reason)
 }
 
-func (s *Server) tooManyHops483(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
+func (s *Server) tooManyHops483(tx serverTx, req *sipmsg.Request, src netip.AddrPort) {
 	s.respond(tx, req, src, sipmsg.StatusTooManyHops, "Too Many Hops")
 }
 
 // unavailable503 is the retryable answer: no snapshot yet, draining, overload, upstream
 // unreachable.
-func (s *Server) unavailable503(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
+func (s *Server) unavailable503(tx serverTx, req *sipmsg.Request, src netip.AddrPort) {
 	s.respond(tx, req, src, sipmsg.StatusServiceUnavailable, "Service Unavailable", s.retryAfter)
-}
-
-func (s *Server) timeout408(tx sipmsg.ServerTransaction, req *sipmsg.Request, src netip.AddrPort) {
-	s.respond(tx, req, src, sipmsg.StatusRequestTimeout, "Request Timeout")
 }
 
 // --- logging ---------------------------------------------------------------------------

@@ -6,12 +6,13 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	sipmsg "github.com/emiago/sipgo/sip"
-	"github.com/emiago/sipgo/siptest"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
@@ -28,12 +29,57 @@ func newUnitServer(t *testing.T, cfg Config, pol func() Policy) *Server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	startUnit(t, s)
+	return s
+}
+
+// startUnit makes s work without its listeners, as if bound to 127.0.0.1:5060: a UDP
+// socket of its own to send from, the transaction timers running.
+func startUnit(t testing.TB, s *Server) {
+	t.Helper()
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); s.ua.Close() })
+	done := make(chan struct{})
+	go func() { defer close(done); s.runTimers(ctx.Done()) }()
+	t.Cleanup(func() { cancel(); <-done; s.tp.Close(); udp.Close() })
+	s.udp = udp
 	s.runCtx = ctx
+	s.dialCtx = allowDial(ctx)
 	s.addr = ap("127.0.0.1:5060")
 	s.adv = advertised{host: "127.0.0.1", port: 5060}
-	return s
+}
+
+// recorder stands in for a server transaction: it keeps what the edge answered. Safe for
+// concurrent use (timers answer from the wheel's goroutine).
+type recorder struct {
+	mu  sync.Mutex
+	res []*sipmsg.Response
+}
+
+func (r *recorder) Respond(res *sipmsg.Response) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.res = append(r.res, res)
+	return nil
+}
+
+func (r *recorder) Result() []*sipmsg.Response {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.res)
+}
+
+// final waits up to d for a final response.
+func (r *recorder) final(d time.Duration) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		res := r.Result()
+		if len(res) > 0 && res[len(res)-1].StatusCode >= 200 {
+			return
+		}
+	}
 }
 
 // deadUDPPort returns a loopback UDP address nothing listens on.
@@ -48,12 +94,16 @@ func deadUDPPort(t *testing.T) string {
 	return addr
 }
 
-// serve runs one request through the handler and returns what the edge answered.
+// serve runs one request through the handler and returns what the edge answered (for an
+// INVITE or a request that got a provisional answer, once it got a final one, or after 3 s).
 func serve(t *testing.T, s *Server, raw []byte, src string) []*sipmsg.Response {
 	t.Helper()
 	req := parseReq(t, raw, src)
-	rec := siptest.NewServerTxRecorder(req)
+	rec := &recorder{}
 	s.handle(req, rec)
+	if req.IsInvite() || len(rec.Result()) > 0 {
+		rec.final(3 * time.Second)
+	}
 	return rec.Result()
 }
 
@@ -231,7 +281,7 @@ func TestHandlerVerdicts(t *testing.T) {
 			names[mf.GetName()] = true
 		}
 		for _, n := range []string{"sipedge_sip_invites_total", "sipedge_sip_digest_total", "sipedge_sip_requests_total",
-			"sipedge_sip_active_dialogs", "sipedge_sip_upstream_responses_total", "sipedge_sip_decision_seconds",
+			"sipedge_sip_active_dialogs", "sipedge_sip_transactions", "sipedge_sip_upstream_responses_total", "sipedge_sip_decision_seconds",
 			"sipedge_sip_dropped_total"} {
 			if !names[n] {
 				t.Errorf("metric %s not exported", n)
@@ -299,7 +349,7 @@ func TestHandlerBadSourceDropped(t *testing.T) {
 	s := newUnitServer(t, baseConfig(), policyOf(mustCompile(t, testDataset(""))))
 	for _, src := range []string{"", "not-an-address", "127.0.0.2"} {
 		req := parseReq(t, rawRequest("INVITE", "sip:1@t1.example.org"), src)
-		rec := siptest.NewServerTxRecorder(req)
+		rec := &recorder{}
 		s.handle(req, rec)
 		if r := rec.Result(); len(r) != 0 {
 			t.Fatalf("source %q: answered %d, want a silent drop", src, r[0].StatusCode)

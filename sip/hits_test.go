@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -32,11 +31,7 @@ func TestHitRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); s.ua.Close() })
-	s.runCtx = ctx
-	s.addr = ap("127.0.0.1:5060")
-	s.adv = advertised{host: "127.0.0.1", port: 5060}
+	startUnit(t, s)
 
 	serve(t, s, rawRequest("INVITE", "sip:service@127.0.0.1:5060"), "127.0.0.9:5099")
 	serve(t, s, rawRequest("INVITE", "sip:service@127.0.0.1:5060"), "127.0.0.2:5099")

@@ -206,7 +206,7 @@ func FuzzProxyHeader(f *testing.F) {
 	f.Add([]byte("\r\n\r\nOPTIONS sip:x SIP/2.0\r\n"))
 	f.Add([]byte("INVITE sip:service@127.0.0.1 SIP/2.0\r\n"))
 	s := &Server{}
-	s.m, _ = newMetrics(prometheus.NewRegistry(), func() float64 { return 0 }, func() float64 { return 0 })
+	s.m, _ = newMetrics(prometheus.NewRegistry(), func() float64 { return 0 }, func() float64 { return 0 }, func() (int, int) { return 0, 0 })
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if h, err := proxyproto.Read(bufio.NewReader(bytes.NewReader(data))); err == nil {
 			if src, ok := headerSource(h); ok && (!src.IsValid() || src.Addr().IsUnspecified() || src.Port() == 0) {

@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 	// test starts a peer, so no peer's goroutine reads those globals while a test's New
 	// writes them.
 	if s, err := New(Config{NonceKey: testKey}, func() Policy { return nil }); err == nil {
-		s.ua.Close()
+		s.tp.Close()
 	}
 	os.Exit(m.Run())
 }

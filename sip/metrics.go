@@ -64,7 +64,7 @@ const (
 	proxyOverload  = "overload"  // too many header reads pending: closed
 )
 
-func newMetrics(reg prometheus.Registerer, activeDialogs, bannedSources func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, activeDialogs, bannedSources func() float64, transactions func() (live, finished int)) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
@@ -134,8 +134,18 @@ func newMetrics(reg prometheus.Registerer, activeDialogs, bannedSources func() f
 		Name: "sipedge_sip_banned_sources",
 		Help: "Sources (IPv4 addresses, IPv6 /64s) banned on this node now.",
 	}, bannedSources)
+	txLive := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "sipedge_sip_transactions",
+		Help:        "Transactions in the relay's table: in progress (live), or finished and kept to absorb retransmissions (finished).",
+		ConstLabels: prometheus.Labels{"state": "live"},
+	}, func() float64 { l, _ := transactions(); return float64(l) })
+	txFinished := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "sipedge_sip_transactions",
+		Help:        "Transactions in the relay's table: in progress (live), or finished and kept to absorb retransmissions (finished).",
+		ConstLabels: prometheus.Labels{"state": "finished"},
+	}, func() float64 { _, f := transactions(); return float64(f) })
 	for _, c := range []prometheus.Collector{m.invites, m.digest, m.requests, m.relayed, m.upstream, m.decision,
-		m.relay, m.dropped, dialogs, m.bans, m.caps, m.proxy, m.banStore, m.rateLimited, banned} {
+		m.relay, m.dropped, dialogs, m.bans, m.caps, m.proxy, m.banStore, m.rateLimited, banned, txLive, txFinished} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

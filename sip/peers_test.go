@@ -439,3 +439,7 @@ func (u *uas) bye(invite *sipmsg.Request) (*sipmsg.Response, error) {
 	res, _, err := u.send(req, nil)
 	return res, err
 }
+
+// noBuild makes sipgo send a request exactly as built. Passing any option skips sipgo's
+// request builder (which would add headers and a Laddr of its choosing).
+func noBuild(*sipgo.Client, *sipmsg.Request) error { return nil }

@@ -1,28 +1,27 @@
 package sip
 
 import (
-	"context"
-	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
+
+	"github.com/sipedge/sipedge/acl"
 )
 
-// noBuild makes sipgo send a request exactly as built. Passing any option skips sipgo's
-// request builder (which would add headers and a Laddr of its choosing).
-func noBuild(*sipgo.Client, *sipmsg.Request) error { return nil }
-
-// relayInfo says what a relayed transaction means for the dialog table.
+// relayInfo says what a relayed transaction means for the dialog table, and what it
+// holds until its client side ends (see releaseRelay).
 type relayInfo struct {
 	initial bool        // the dialog-creating INVITE
 	dialog  string      // dialog table key (Call-ID + original From tag); "" when no verified dialog
 	grant   dialogGrant // both ends and the trunk (initial INVITE, and verified in-dialog requests)
 	slot    *capSlot    // the call's hold on its trunk's concurrency count (initial INVITE)
+
+	pending bool             // holds a count of s.pending (and s.invites when invite)
+	invite  bool             // an initial INVITE: counted in s.invites and its trunk's share
+	trunk   *acl.TrunkPolicy // whose pending share it holds
 }
 
 // relayInvite forwards an allowed out-of-dialog INVITE to its trunk's upstream with our
@@ -30,18 +29,14 @@ type relayInfo struct {
 //
 // slot is the call's hold on its trunk's concurrency count: it passes to the dialog table
 // when the call is answered, and is released here when the call ends before that.
-func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, d *decision, slot *capSlot) {
-	defer func() {
-		if slot != nil && !slot.handed {
-			slot.release()
-		}
-	}()
+func (s *Server) relayInvite(req *sipmsg.Request, tx serverTx, src netip.AddrPort, d *decision, slot *capSlot) {
 	raw := s.cfg.Upstream
 	if d.Trunk != nil && d.Trunk.Upstream != "" {
 		raw = d.Trunk.Upstream
 	}
 	hop, err := s.ups.get(s.runCtx, raw)
 	if err != nil {
+		slot.release()
 		s.m.upstreamResponse("error")
 		s.sec.Error().Err(err).Str("trunk", string(d.trunkID())).Str("upstream", raw).Msg("no usable upstream")
 		s.unavailable503(tx, req, src)
@@ -63,21 +58,16 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx sipmsg.ServerTransaction, s
 	fw := s.buildForward(req, src, hop.flow, forwardOpts{rrs: rrs, dropRoutes: true, ruri: &hop.spec, initial: d})
 
 	if !s.caps.pendingAdmit(d.Trunk, s.cfg.MaxPendingPerTrunk, s.cfg.MaxPendingPerAccount) {
+		slot.release()
 		s.m.capRejected(capPending)
 		s.m.drop(dropOverload)
 		s.unavailable503(tx, req, src)
 		return
 	}
-	defer s.caps.pendingDone(d.Trunk)
 	s.invites.Add(1)
-	defer s.invites.Add(-1)
 	s.pending.Add(1)
-	defer s.pending.Add(-1)
-	if branch := viaBranch(req); branch != "" {
-		s.cancels.put(branch, src.Addr())
-		defer s.cancels.del(branch)
-	}
-	s.relay(req, tx, src, fw, relayInfo{initial: true, dialog: dialogKey(callID, fromTag), grant: grant, slot: slot})
+	s.relay(req, tx, src, fw, hop.flow, relayInfo{initial: true, dialog: dialogKey(callID, fromTag), grant: grant, slot: slot,
+		pending: true, invite: true, trunk: d.Trunk})
 }
 
 // forwardOpts says how buildForward changes a request on its way.
@@ -102,7 +92,7 @@ type forwardOpts struct {
 //   - o.ruri != nil: Request-URI host:port rewritten to the upstream's;
 //   - o.initial != nil: maddr, P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID
 //     and the configured identity-header prefixes removed, X-Sipedge-* added;
-//   - transport, destination and (UDP only, traps 5-6) the listener as local address set.
+//   - transport and destination set.
 func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow, o forwardOpts) *sipmsg.Request {
 	fw := sipmsg.NewRequest(req.Method, req.Recipient)
 	fw.SipVersion = req.SipVersion
@@ -194,9 +184,6 @@ func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow,
 	fw.SetBody(req.Body()) // adds Content-Length when the sender left it out (UDP)
 	fw.SetTransport(out.tp)
 	fw.SetDestination(out.addr.String())
-	if out.tp == "UDP" {
-		fw.Laddr = s.laddrUDP
-	}
 	return fw
 }
 
@@ -223,161 +210,20 @@ func stampVia(v *sipmsg.ViaHeader, src netip.AddrPort) *sipmsg.ViaHeader {
 	return c
 }
 
-// relay sends fw upstream (or downstream) in a client transaction and relays every
-// response but 100 back through tx, until the final one. It never hangs: no response
+// relay sends fw to out as the client side of tx's proxy transaction and relays every
+// response but 100 back, until the final one (proxytx.go). It never hangs: no response
 // within UpstreamTimeout → 408; no final within InviteTimeout after a provisional →
 // CANCEL upstream + 408; transport failure → 503. A CANCEL from the caller is passed on
-// upstream (after a provisional, RFC 3261 §9.1).
-func (s *Server) relay(req *sipmsg.Request, tx sipmsg.ServerTransaction, src netip.AddrPort, fw *sipmsg.Request, info relayInfo) {
-	inTp := req.Transport()
-	dialCtx, cancelDial := s.sendContext(fw, s.cfg.UpstreamConnectTimeout)
-	s.expectAnswer(fw)
-	clTx, err := s.cl.TransactionRequest(dialCtx, fw, noBuild)
-	cancelDial()
-	if err != nil {
-		s.m.upstreamResponse("error")
-		s.log.Debug().Err(err).Str("call_id", callIDOf(req)).Str("next_hop", fw.Destination()).Msg("relay failed")
-		s.unavailable503(tx, req, src)
-		return
+// upstream (after a provisional, RFC 3261 §9.1). It returns at once; info's holds are
+// released when the client side ends.
+func (s *Server) relay(req *sipmsg.Request, tx serverTx, src netip.AddrPort, fw *sipmsg.Request, out flow, info relayInfo) {
+	p, ok := tx.(*ptx)
+	if !ok { // a test's recorder: a transaction of its own, answering into it
+		p = s.tx.newDetached(s, flow{tp: req.Transport(), addr: src})
+		p.l.sink = tx
+		p.l.req = req
 	}
-	isInvite := fw.IsInvite()
-	dst := src.String()
-	toCaller := func(res *sipmsg.Response) *sipmsg.Response {
-		res.RemoveHeader("Via") // our own, top
-		res.SetDestination(dst)
-		res.SetTransport(inTp)
-		return res
-	}
-
-	var canceled chan struct{}
-	if isInvite {
-		// 2xx retransmissions reach only this hook (RFC 6026 Accepted state, trap 12).
-		// They go out statelessly: the server transaction may be gone already (TCP).
-		clTx.OnRetransmission(func(r *sipmsg.Response) {
-			if err := s.ua.TransportLayer().WriteMsg(toCaller(r)); err != nil {
-				s.m.drop(dropRespondFailed)
-			}
-		})
-		canceled = make(chan struct{})
-		var once sync.Once
-		if !tx.OnCancel(func(c *sipmsg.Request) {
-			// sipgo matched the CANCEL by branch alone; over UDP the read filter already
-			// refused one from another address, over TCP it is not passed upstream.
-			if cs, err := peerAddr(c); err == nil && cs.Addr().Unmap() != src.Addr().Unmap() {
-				s.m.drop(dropCancelSource)
-				return
-			}
-			once.Do(func() { close(canceled) })
-		}) {
-			once.Do(func() { close(canceled) })
-		}
-	}
-
-	start := time.Now()
-	timer := time.NewTimer(s.cfg.UpstreamTimeout)
-	defer timer.Stop()
-	var (
-		provisional   bool // upstream sent a 1xx
-		cancelPending bool // CANCEL to send once a 1xx arrives
-		callerGone    bool // the caller canceled or got our 408: wait only for upstream's final
-	)
-	for {
-		select {
-		case res := <-clTx.Responses():
-			s.m.upstreamResponse(statusClass(res.StatusCode))
-			if res.IsProvisional() {
-				if !provisional {
-					provisional = true
-					if isInvite && !callerGone {
-						timer.Reset(s.cfg.InviteTimeout)
-					}
-				}
-				if cancelPending {
-					cancelPending = false
-					s.cancelUpstream(fw)
-				}
-				if res.StatusCode == sipmsg.StatusTrying || callerGone {
-					continue // 100 is hop-by-hop
-				}
-				if err := tx.Respond(toCaller(res)); err != nil {
-					s.m.drop(dropRespondFailed)
-				}
-				continue
-			}
-			if info.initial {
-				s.m.relaySeconds(time.Since(start).Seconds())
-			}
-			if callerGone {
-				if res.IsSuccess() && isInvite {
-					s.m.drop(dropCanceled)
-					s.hangUpUpstream(fw, res)
-				}
-				return
-			}
-			s.onFinal(fw, res, info)
-			if err := tx.Respond(toCaller(res)); err != nil {
-				s.m.drop(dropRespondFailed)
-				if res.IsSuccess() && isInvite {
-					// The caller's CANCEL won the race (its transaction already sent 487):
-					// the call was answered upstream but cannot be delivered. End it.
-					if info.initial {
-						s.dlg.end(info.dialog)
-					}
-					s.m.drop(dropCanceled)
-					s.hangUpUpstream(fw, res)
-				}
-			}
-			if !isInvite {
-				clTx.Terminate() // non-INVITE: nothing left to absorb (notes §7)
-			}
-			return
-
-		case <-clTx.Done():
-			if fw.Method == sipmsg.BYE && info.dialog != "" {
-				s.dlg.end(info.dialog) // a BYE that timed out ends the session (RFC 3261 §15.1.1)
-			}
-			if !callerGone {
-				if errors.Is(clTx.Err(), sipmsg.ErrTransactionTimeout) {
-					s.m.upstreamResponse("timeout")
-					s.timeout408(tx, req, src)
-				} else {
-					s.m.upstreamResponse("error")
-					s.unavailable503(tx, req, src)
-				}
-			}
-			return
-
-		case <-timer.C:
-			if callerGone { // waited long enough for upstream's answer to our CANCEL
-				clTx.Terminate()
-				return
-			}
-			s.m.upstreamResponse("timeout")
-			s.timeout408(tx, req, src)
-			if !isInvite || !provisional {
-				clTx.Terminate()
-				return
-			}
-			// Timer C: cancel upstream, then absorb its 487 so the transaction ACKs it.
-			s.cancelUpstream(fw)
-			callerGone = true
-			timer.Reset(s.cfg.UpstreamTimeout)
-
-		case <-canceled: // sipgo already answered the CANCEL 200 and the INVITE 487
-			canceled = nil
-			callerGone = true
-			if provisional {
-				s.cancelUpstream(fw)
-			} else {
-				cancelPending = true
-			}
-			timer.Reset(s.cfg.UpstreamTimeout)
-
-		case <-s.runCtx.Done():
-			clTx.Terminate()
-			return
-		}
-	}
+	p.startClient(fw, out, info)
 }
 
 // onFinal updates the dialog table and counters for a final response about to be
@@ -404,14 +250,13 @@ func (s *Server) onFinal(fw *sipmsg.Request, res *sipmsg.Response, info relayInf
 	}
 }
 
-// cancelUpstream sends the CANCEL for the forwarded INVITE fw (RFC 3261 §9.1): same
+// cancelFor builds the CANCEL for the forwarded INVITE fw (RFC 3261 §9.1): same
 // Request-URI, top Via (branch), Route and Call-ID/From/To, CSeq number with method
-// CANCEL, same destination. Its own transaction runs in the background, bounded by
-// UpstreamTimeout.
-func (s *Server) cancelUpstream(fw *sipmsg.Request) {
+// CANCEL, same destination.
+func (s *Server) cancelFor(fw *sipmsg.Request) *sipmsg.Request {
 	c := sipmsg.NewRequest(sipmsg.CANCEL, fw.Recipient)
 	c.SipVersion = fw.SipVersion
-	c.AppendHeader(fw.Via().Clone())
+	c.AppendHeader(fw.Via())
 	for _, h := range fw.Headers() {
 		if _, ok := h.(*sipmsg.RouteHeader); ok {
 			c.AppendHeader(h)
@@ -426,13 +271,15 @@ func (s *Server) cancelUpstream(fw *sipmsg.Request) {
 	c.SetBody(nil)
 	c.SetTransport(fw.Transport())
 	c.SetDestination(fw.Destination())
-	c.Laddr = fw.Laddr
-	s.background(c)
+	return c
 }
 
 // hangUpUpstream ends a call upstream answered 2xx but the caller no longer wants: ACK
 // the 2xx, then BYE, both along the route the 2xx set up, sent to the upstream hop.
-func (s *Server) hangUpUpstream(fw *sipmsg.Request, res *sipmsg.Response) {
+func (s *Server) hangUpUpstream(fw *sipmsg.Request, res *sipmsg.Response, out flow) {
+	if fw == nil {
+		return
+	}
 	target := fw.Recipient
 	if c := res.Contact(); c != nil {
 		target = *c.Address.Clone()
@@ -459,67 +306,23 @@ func (s *Server) hangUpUpstream(fw *sipmsg.Request, res *sipmsg.Response) {
 		r.AppendHeader(fw.CallID())
 		r.AppendHeader(&sipmsg.CSeqHeader{SeqNo: seq, MethodName: method})
 		r.SetBody(nil)
-		r.SetTransport(fw.Transport())
-		r.SetDestination(fw.Destination())
-		r.Laddr = fw.Laddr
+		r.SetTransport(out.tp)
+		r.SetDestination(out.addr.String())
 		return r
 	}
 	seq := fw.CSeq().SeqNo
-	if err := s.writeStateless(build(sipmsg.ACK, seq)); err != nil {
+	if err := s.sendStateless(build(sipmsg.ACK, seq)); err != nil {
 		s.log.Debug().Err(err).Msg("ACK of an abandoned 2xx failed")
 	}
-	s.background(build(sipmsg.BYE, seq+1))
+	s.originate(build(sipmsg.BYE, seq+1))
 }
 
-// expectAnswer lets responses from r's destination through the read filter for a
-// transaction's lifetime (upstreams always pass).
-func (s *Server) expectAnswer(r *sipmsg.Request) {
-	if ap, err := netip.ParseAddrPort(r.Destination()); err == nil && !s.isUpstream(ap.Addr()) {
-		s.asked.add(sourceKey(ap.Addr().Unmap()))
+// expectAnswer lets responses from out through the read filter for a transaction's
+// lifetime (upstreams always pass).
+func (s *Server) expectAnswer(out flow) {
+	if !s.isUpstream(out.addr.Addr()) {
+		s.asked.add(sourceKey(out.addr.Addr().Unmap()))
 	}
-}
-
-// writeStateless sends r outside any transaction (ACK for a 2xx), opening a TCP
-// connection if needed under the dial guard's permission.
-func (s *Server) writeStateless(r *sipmsg.Request) error {
-	ctx, cancel := s.sendContext(r, s.cfg.UpstreamConnectTimeout)
-	defer cancel()
-	conn, err := s.ua.TransportLayer().ClientRequestConnection(ctx, r)
-	if err != nil {
-		return err
-	}
-	defer conn.TryClose()
-	return conn.WriteMsg(r)
-}
-
-// background runs a client transaction for r (CANCEL, BYE the edge originates) until its
-// final response, bounded by UpstreamTimeout.
-func (s *Server) background(r *sipmsg.Request) {
-	s.active.Add(1)
-	go func() {
-		defer s.active.Add(-1)
-		ctx, cancel := context.WithTimeout(allowDial(s.runCtx), s.cfg.UpstreamTimeout)
-		defer cancel()
-		s.expectAnswer(r)
-		t, err := s.cl.TransactionRequest(ctx, r, noBuild)
-		if err != nil {
-			s.log.Debug().Err(err).Str("method", string(r.Method)).Msg("edge request failed")
-			return
-		}
-		defer t.Terminate()
-		for {
-			select {
-			case res := <-t.Responses():
-				if res.StatusCode >= 200 {
-					return
-				}
-			case <-t.Done():
-				return
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 }
 
 // inDialogRoute is where a verified in-dialog request goes.

@@ -726,7 +726,7 @@ func TestReadyMeansServing(t *testing.T) {
 		cfg := baseConfig()
 		cfg.Upstream = "sip:" + u.addr.String()
 		edge := startServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
-		if c, _ := edge.ua.TransportLayer().GetConnection("udp", edge.laddrUDP.String()); c == nil {
+		if c, _ := edge.tp.GetConnection("udp", edge.udp.LocalAddr().String()); c == nil {
 			t.Fatalf("start %d: ready, but sipgo has no pooled UDP listener yet", i)
 		}
 		pbx := dialRawTCP(t, "127.0.0.2", edge.Addr())

@@ -2,7 +2,6 @@ package sip
 
 import (
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
 	"strings"
@@ -86,20 +85,20 @@ func newRouteSigner(master []byte) *routeSigner {
 	return &routeSigner{mac: newMacPool(deriveKey(master, routeKeyName))}
 }
 
-func (r *routeSigner) sum(callID, fromTag string, body []byte) []byte {
-	h := r.mac.get()
+func (r *routeSigner) sum(dst *[routeMACLen]byte, callID, fromTag string, body []byte) {
+	st := r.mac.get()
 	var n [4]byte
 	binary.BigEndian.PutUint32(n[:], uint32(len(callID)))
-	h.Write(n[:])
-	h.Write([]byte(callID))
+	copy(st.scratch[:4], n[:])
+	st.write(st.scratch[:4])
+	st.writeString(callID)
 	binary.BigEndian.PutUint32(n[:], uint32(len(fromTag)))
-	h.Write(n[:])
-	h.Write([]byte(fromTag))
-	h.Write(body)
-	var out [sha256.Size]byte
-	s := h.Sum(out[:0])
-	r.mac.put(h)
-	return s[:routeMACLen]
+	copy(st.scratch[:4], n[:])
+	st.write(st.scratch[:4])
+	st.writeString(fromTag)
+	st.write(body)
+	copy(dst[:], st.final())
+	r.mac.put(st)
 }
 
 // dialogGrant is what a route token authorised: both flows, the trunk, and when.
@@ -129,7 +128,9 @@ func (r *routeSigner) token(callID, fromTag string, g dialogGrant) string {
 	raw[o+8] = byte(len(trunk))
 	copy(raw[routeFixedLen:], trunk)
 	body := raw[:routeFixedLen+len(trunk)]
-	copy(raw[len(body):], r.sum(callID, fromTag, body))
+	var mac [routeMACLen]byte
+	r.sum(&mac, callID, fromTag, body)
+	copy(raw[len(body):], mac[:])
 	return b64.EncodeToString(raw)
 }
 
@@ -179,10 +180,17 @@ func (r *routeSigner) check(tok, callID, fromTag, toTag string) (routeTarget, bo
 		trunk:   acl.TrunkID(raw[routeFixedLen : routeFixedLen+tl]),
 	}
 	body, mac := raw[:routeFixedLen+tl], raw[routeFixedLen+tl:]
-	if fromTag != "" && hmac.Equal(mac, r.sum(callID, fromTag, body)) {
+	var want [routeMACLen]byte
+	if fromTag != "" {
+		r.sum(&want, callID, fromTag, body)
+	}
+	if fromTag != "" && hmac.Equal(mac, want[:]) {
 		return routeTarget{dir: towardsUpstream, next: up, fromTag: fromTag, grant: g}, true
 	}
-	if toTag != "" && hmac.Equal(mac, r.sum(callID, toTag, body)) {
+	if toTag != "" {
+		r.sum(&want, callID, toTag, body)
+	}
+	if toTag != "" && hmac.Equal(mac, want[:]) {
 		return routeTarget{dir: towardsPBX, next: pbx, fromTag: toTag, grant: g}, true
 	}
 	return routeTarget{}, false

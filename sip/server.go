@@ -1,7 +1,6 @@
 package sip
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/emiago/sipgo"
 	sipmsg "github.com/emiago/sipgo/sip"
 	"github.com/rs/zerolog"
 )
@@ -33,15 +31,14 @@ type Server struct {
 	rr     *routeSigner
 	ups    *upstreamCache
 	dlg    *dialogTable
-	// cancels matches CANCELs to the INVITEs being relayed by branch and source; hdrs
-	// is the trust boundary's header policy.
-	cancels *cancelTable
-	hdrs    headerPolicy
-	bans    *Bans
-	hits    HitRecorder  // nil: no hit counting
-	limit   *rateLimiter // unlisted sources; nil: off
-	limitL  *rateLimiter // listed sources; nil: exempt
-	caps    *trunkCaps
+	// tx is the relay's transaction table; hdrs the trust boundary's header policy.
+	tx     *txTable
+	hdrs   headerPolicy
+	bans   *Bans
+	hits   HitRecorder  // nil: no hit counting
+	limit  *rateLimiter // unlisted sources; nil: off
+	limitL *rateLimiter // listed sources; nil: exempt
+	caps   *trunkCaps
 	// coreIPs holds the default upstream's addresses, upIPs the trunks' upstreams': never
 	// banned, never rate-limited. Tenant data fills upIPs only, so no number of trunk
 	// upstreams can evict the core (coreIPs is never reset).
@@ -53,13 +50,13 @@ type Server struct {
 	asked *recentSet
 	// tcpConns bounds TCP connections in all and per source.
 	tcpConns *connLimiter
-	// unparsable and udpConn answer requests sipgo's parser rejects (unparsable.go).
+	// unparsable answers requests sipgo's parser rejects (unparsable.go).
 	unparsable *unparsableRing
-	udpConn    udpConnRef
 
-	ua  *sipgo.UserAgent
-	srv *sipgo.Server
-	cl  *sipgo.Client
+	// tp is sipgo's transport layer: listeners, parser, TCP connection pool. No sipgo
+	// transaction layer runs; messages come to onMessage.
+	tp  *sipmsg.TransportLayer
+	udp *net.UDPConn // the UDP listener, which every UDP message leaves from
 
 	serverHdr   sipmsg.Header // nil: no Server header
 	allowHdr    sipmsg.Header
@@ -70,7 +67,6 @@ type Server struct {
 	ready    chan struct{}
 	addr     netip.AddrPort
 	adv      advertised
-	laddrUDP sipmsg.Addr
 	localIPs []netip.Addr // interface addresses, when listening on a wildcard
 	runCtx   context.Context
 	dialCtx  context.Context // runCtx with dials allowed (allowDial)
@@ -93,7 +89,7 @@ const allowedMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, 
 // (or a nil *acl.Snapshot) means "no snapshot yet": INVITEs get 503 + Retry-After.
 //
 // New sets sipgo's process-wide sip.UDPMTUSize and sip.TransportBufferReadSize high enough
-// for MaxMessageBytes, and, when TransactionLinger is set, sipgo's transaction timers.
+// for MaxMessageBytes.
 func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	if policy == nil {
 		return nil, fmt.Errorf("%w: nil policy func", ErrInvalidConfig)
@@ -116,7 +112,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		rr:          newRouteSigner(cfg.NonceKey),
 		ups:         newUpstreamCache(o.resolver),
 		dlg:         newDialogTable(),
-		cancels:     newCancelTable(),
+		tx:          newTxTable(linger(cfg.TransactionLinger), 4*cfg.MaxPendingTransactions+1024),
 		hdrs:        newHeaderPolicy(cfg.IdentityHeaderPrefix, cfg.StripHeaders),
 		allowHdr:    sipmsg.NewHeader("Allow", allowedMethods),
 		retryAfter:  sipmsg.NewHeader("Retry-After", strconv.Itoa(int(cfg.RetryAfter/time.Second))),
@@ -143,7 +139,7 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 		s.serverHdr = sipmsg.NewHeader("Server", cfg.UserAgent)
 	}
 	m, err := newMetrics(cfg.Registerer, func() float64 { return float64(s.dlg.len()) },
-		func() float64 { return float64(s.bans.count()) })
+		func() float64 { return float64(s.bans.count()) }, s.tx.counts)
 	if err != nil {
 		return nil, fmt.Errorf("sip: register metrics: %w", err)
 	}
@@ -165,9 +161,6 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 	if cfg.MaxMessageBytes > int(sipmsg.TransportBufferReadSize) {
 		sipmsg.TransportBufferReadSize = uint16(cfg.MaxMessageBytes)
 	}
-	if l := cfg.TransactionLinger; l > 0 {
-		sipmsg.Timer_D, sipmsg.Timer_J, sipmsg.Timer_L, sipmsg.Timer_M = l, l, l, l
-	}
 
 	parser := sipmsg.NewParser()
 	parser.MaxMessageLength = cfg.MaxMessageBytes
@@ -185,39 +178,13 @@ func New(cfg Config, policy func() Policy, opts ...Option) (*Server, error) {
 			},
 		}}),
 	}
-	txOpts := []sipmsg.TransactionLayerOption{
-		sipmsg.WithTransactionLayerUnhandledResponseHandler(func(*sipmsg.Response) { s.m.drop(dropStrayResponse) }),
-	}
-	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentParser(parser)}
-	var srvOpts []sipgo.ServerOption
-	var clOpts []sipgo.ClientOption
 	tpOpts = append(tpOpts, sipmsg.WithTransportLayerLogger(s.parseFailLogger(o.slog)))
-	if o.slog != nil {
-		txOpts = append(txOpts, sipmsg.WithTransactionLayerLogger(o.slog))
-		srvOpts = append(srvOpts, sipgo.WithServerLogger(o.slog))
-		clOpts = append(clOpts, sipgo.WithClientLogger(o.slog))
+	resolver := o.resolver
+	if resolver == nil {
+		resolver = net.DefaultResolver
 	}
-	if o.resolver != nil {
-		uaOpts = append(uaOpts, sipgo.WithUserAgentDNSResolver(o.resolver))
-	}
-	uaOpts = append(uaOpts,
-		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),
-		sipgo.WithUserAgentTransactionLayerOptions(txOpts...))
-	if s.ua, err = sipgo.NewUA(uaOpts...); err != nil {
-		return nil, fmt.Errorf("sip: new user agent: %w", err)
-	}
-	if s.srv, err = sipgo.NewServer(s.ua, srvOpts...); err != nil {
-		return nil, fmt.Errorf("sip: new server: %w", err)
-	}
-	if s.cl, err = sipgo.NewClient(s.ua, clOpts...); err != nil {
-		return nil, fmt.Errorf("sip: new client: %w", err)
-	}
-	for _, m := range []sipmsg.RequestMethod{sipmsg.INVITE, sipmsg.ACK, sipmsg.CANCEL, sipmsg.BYE,
-		sipmsg.OPTIONS, sipmsg.REGISTER, sipmsg.UPDATE, sipmsg.INFO, sipmsg.PRACK, sipmsg.REFER,
-		sipmsg.NOTIFY, sipmsg.SUBSCRIBE, sipmsg.MESSAGE, sipmsg.PUBLISH} {
-		s.srv.OnRequest(m, s.handle)
-	}
-	s.srv.OnNoRoute(s.handle)
+	s.tp = sipmsg.NewTransportLayer(resolver, parser, nil, tpOpts...)
+	s.tp.OnMessage(s.onMessage)
 	return s, nil
 }
 
@@ -231,7 +198,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	udp, tcp, err := listenBoth(s.cfg.Listen)
 	if err != nil {
-		s.ua.Close()
+		s.tp.Close()
 		return err
 	}
 	if err := udp.SetReadBuffer(s.cfg.UDPReadBuffer); err != nil {
@@ -239,16 +206,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	ua := udp.LocalAddr().(*net.UDPAddr)
 	bound := netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port())
-	lhost, lport, _ := sipmsg.ParseAddr(udp.LocalAddr().String())
-	s.laddrUDP = sipmsg.Addr{IP: net.ParseIP(lhost), Port: lport}
-	if s.laddrUDP.String() != udp.LocalAddr().String() {
-		udp.Close()
-		tcp.Close()
-		s.ua.Close()
-		return fmt.Errorf("sip: cannot address UDP listener %s as a sipgo local address", udp.LocalAddr())
-	}
+	s.udp = udp
 	s.addr = bound
-	s.udpConn.Store(udp)
 	if bound.Addr().IsUnspecified() {
 		s.localIPs = interfaceIPs()
 	}
@@ -270,10 +229,12 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, pendingServe)
 	edge := newEdgeListener(tcp, s)
 	for range s.cfg.UDPReaders {
-		go func() { errc <- s.srv.ServeUDP(udp) }()
+		go func() { errc <- s.tp.ServeUDP(udp) }()
 	}
-	go func() { errc <- s.srv.ServeTCP(edge) }()
+	go func() { errc <- s.tp.ServeTCP(edge) }()
 	s.awaitServing(ctx, errc)
+	timersDone := make(chan struct{})
+	go func() { defer close(timersDone); s.runTimers(ctx.Done()) }()
 	sweepDone := make(chan struct{})
 	go func() { defer close(sweepDone); s.sweepDialogs(ctx) }()
 	bansDone := make(chan struct{})
@@ -305,7 +266,9 @@ func (s *Server) Run(ctx context.Context) error {
 	for ; pendingServe > 0; pendingServe-- {
 		<-errc
 	}
-	s.ua.Close() // terminates every transaction and closes pooled connections
+	s.tp.Close() // closes pooled connections
+	<-timersDone
+	s.tx.clear()
 	<-sweepDone
 	<-bansDone
 	// Handlers see their transactions end and return; sipgo may still be starting a
@@ -319,6 +282,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info().Msg("SIP edge stopped")
 	return runErr
+}
+
+// linger is how long finished transactions are kept: TransactionLinger, or the RFC's
+// 64·T1 (Timers J, L, M, D).
+func linger(l time.Duration) time.Duration {
+	if l > 0 {
+		return l
+	}
+	return timer64T1
 }
 
 // Ready is closed once both listeners are bound and [Server.Addr] is valid.
@@ -362,16 +334,6 @@ type dialKey struct{}
 
 func allowDial(ctx context.Context) context.Context { return context.WithValue(ctx, dialKey{}, true) }
 
-// sendContext is the context for sending r: dials allowed and, when r goes over a
-// connection-oriented transport, bounded by d. UDP never dials nor blocks, so it gets no
-// timer (one per relayed message is measurable at thousands of calls per second).
-func (s *Server) sendContext(r *sipmsg.Request, d time.Duration) (context.Context, context.CancelFunc) {
-	if r.Transport() == "UDP" {
-		return s.dialCtx, func() {}
-	}
-	return context.WithTimeout(s.dialCtx, d)
-}
-
 // awaitServing returns once sipgo has registered the UDP listener in its connection pool
 // and the TCP listen port, which ServeUDP and ServeTCP do inside their goroutines. Until
 // then a relay to a UDP upstream (from a TCP caller, say) finds no pooled socket for the
@@ -379,9 +341,9 @@ func (s *Server) sendContext(r *sipmsg.Request, d time.Duration) (context.Contex
 // came in the first milliseconds. It also returns when a listener stopped (the error
 // stays in errc for Run) or ctx ends.
 func (s *Server) awaitServing(ctx context.Context, errc chan error) {
-	tl := s.ua.TransportLayer()
+	tl := s.tp
 	for {
-		if c, _ := tl.GetConnection("udp", s.laddrUDP.String()); c != nil && len(tl.ListenPorts("tcp")) > 0 {
+		if c, _ := tl.GetConnection("udp", s.udp.LocalAddr().String()); c != nil && len(tl.ListenPorts("tcp")) > 0 {
 			return
 		}
 		select {
@@ -504,239 +466,4 @@ func interfaceIPs() []netip.Addr {
 		}
 	}
 	return out
-}
-
-// peerAddr is the socket peer of req: the UDP datagram source or the TCP connection peer,
-// never a header. Request.Source() is not used because it falls back to the Via header
-// when the transport source is empty.
-func peerAddr(req *sipmsg.Request) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(req.MessageData.Source())
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-}
-
-// transportLabel is the lower-case transport of a received message ("udp", "tcp").
-func transportLabel(tp string) string {
-	switch tp {
-	case "UDP":
-		return "udp"
-	case "TCP":
-		return "tcp"
-	}
-	return "other"
-}
-
-// readFilter runs on sipgo's read loop for every UDP datagram and every TCP read, before
-// parsing. It must never return an error for UDP (that stops the listener): to drop a
-// datagram it returns (nil, nil), and dropped datagrams never enter sipgo's connection
-// pool (which otherwise grows by one entry per new source). For TCP an error closes that
-// one connection.
-//
-// UDP: datagrams that cannot be SIP (and CRLF keep-alives) are dropped; requests from a
-// banned source are dropped (BanAction "drop"); requests over the source's rate budget
-// are dropped. TCP: a read from a banned source or over the budget closes the
-// connection (reads, not messages, are counted: a stream has no message boundaries
-// before parsing). Responses are never limited: the edge asked for them.
-func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, error) {
-	if p.Transport != "UDP" {
-		if p.Transport != "TCP" {
-			return data, nil
-		}
-		// Each request in the chunk spends one unit of the source's budget (a stream has
-		// no message boundaries before parsing; every request line ends " SIP/2.0" CRLF,
-		// which no status line or Via does), so a source cannot pack many requests into
-		// one read. A chunk holding none (a body, a split header) spends nothing.
-		src := netAddrPort(p.RemoteAddr).Addr()
-		for range max(bytes.Count(data, requestLineEnd), 0) {
-			switch s.admitSource(src) {
-			case admitBanned:
-				s.m.bannedDrop()
-				return nil, errBannedSource
-			case admitLimited:
-				s.m.rateLimit()
-				return nil, errRateLimited
-			}
-		}
-		return data, nil
-	}
-	if !looksLikeSIP(data) {
-		if !isKeepalive(data) {
-			s.m.drop(dropGarbage)
-		}
-		return nil, nil
-	}
-	src := netAddrPort(p.RemoteAddr).Addr()
-	if string(data[:8]) == "SIP/2.0 " {
-		// A response is parsed only from an upstream or from an address the edge sent a
-		// request to lately: stray responses from anywhere else are dropped before
-		// parsing (and before sipgo pools their source).
-		if !s.isUpstream(src) && !s.asked.has(sourceKey(src.Unmap())) {
-			s.m.drop(dropStrayResponse)
-			return nil, nil
-		}
-		return data, nil
-	}
-	if branch, ok := rawCancelBranch(data); ok && s.cancels.foreign(branch, src) {
-		// A CANCEL for an INVITE another address sent: sipgo would match it by branch
-		// alone and end that call. CANCEL matches by branch and source.
-		s.m.drop(dropCancelSource)
-		return nil, nil
-	}
-	switch s.admitSource(src) {
-	case admitBanned:
-		s.m.bannedDrop()
-		return nil, nil
-	case admitLimited:
-		s.m.rateLimit()
-		return nil, nil
-	}
-	s.unparsable.remember(data, netAddrPort(p.RemoteAddr))
-	return data, nil
-}
-
-// requestLineEnd ends every SIP request line.
-var requestLineEnd = []byte(" SIP/2.0\r\n")
-
-var (
-	errBannedSource = errors.New("sip: source banned")
-	errRateLimited  = errors.New("sip: source over its rate limit")
-)
-
-// admission is the pre-parse verdict on a source.
-type admission uint8
-
-const (
-	admitOK      admission = iota
-	admitBanned            // banned, and BanAction is "drop"
-	admitLimited           // over its rate budget
-)
-
-// admitSource is the pre-parse gate: listed sources (any enabled ACL entry) are never
-// banned and spend their own budget (RateLimitListedRequests; none by default), as do
-// sources that passed digest authentication within the last BanTTL (not exempt from
-// bans); the
-// configured upstreams are not limited; every other source must not be banned and must
-// be within its budget. It allocates nothing for a source seen before.
-func (s *Server) admitSource(src netip.Addr) admission {
-	if !src.IsValid() {
-		return admitOK // the handler drops an unparsable source
-	}
-	src = src.Unmap()
-	if s.isUpstream(src) {
-		return admitOK // never banned, never limited
-	}
-	if s.listed(src) {
-		if s.limitL.allow(sourceKey(src)) {
-			return admitOK
-		}
-		return admitLimited
-	}
-	if s.cfg.BanAction == BanActionDrop && s.bans.Banned(src) {
-		return admitBanned
-	}
-	if k := sourceKey(src); s.authed.has(k) {
-		if s.limitL.allow(k) {
-			return admitOK
-		}
-		return admitLimited
-	}
-	if s.limit.allow(sourceKey(src)) {
-		return admitOK
-	}
-	return admitLimited
-}
-
-// isUpstream reports whether src is an address of the default upstream or of a trunk's.
-func (s *Server) isUpstream(src netip.Addr) bool {
-	src = src.Unmap()
-	return s.coreIPs.has(src) || s.upIPs.has(src)
-}
-
-// listed reports whether src is a known PBX (inside an enabled entry of any ACL some
-// trunk names) in the current snapshot.
-func (s *Server) listed(src netip.Addr) bool {
-	pol := s.policy()
-	return !isNilPolicy(pol) && pol.Listed(src)
-}
-
-// banned reports whether requests from src are refused as banned before they are judged:
-// upstreams never are; a listed source is judged first, since its ban holds only for the
-// trunks that do not list it (see onInvite).
-func (s *Server) banned(src netip.Addr) bool {
-	return s.bans.Banned(src) && !s.listed(src) && !s.isUpstream(src)
-}
-
-// netAddrPort converts a *net.UDPAddr or *net.TCPAddr without allocating; anything else
-// is the zero value.
-func netAddrPort(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		return a.AddrPort()
-	case *net.TCPAddr:
-		return a.AddrPort()
-	}
-	return netip.AddrPort{}
-}
-
-// addrSet is a small copy-on-write set of addresses: reads are one atomic load and a
-// map lookup. The zero value is empty and ready.
-type addrSet struct {
-	mu sync.Mutex
-	p  atomic.Pointer[map[netip.Addr]struct{}]
-}
-
-const maxAddrSet = 1024
-
-func (a *addrSet) has(ip netip.Addr) bool {
-	m := a.p.Load()
-	if m == nil {
-		return false
-	}
-	_, ok := (*m)[ip]
-	return ok
-}
-
-func (a *addrSet) add(ip netip.Addr) {
-	ip = ip.Unmap()
-	if a.has(ip) {
-		return
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	old := a.p.Load()
-	next := map[netip.Addr]struct{}{}
-	if old != nil && len(*old) < maxAddrSet {
-		for k := range *old {
-			next[k] = struct{}{}
-		}
-	}
-	next[ip] = struct{}{}
-	a.p.Store(&next)
-}
-
-// looksLikeSIP accepts a datagram starting with "SIP/2.0 " (a response) or with a method
-// token followed by a space (a request).
-func looksLikeSIP(b []byte) bool {
-	if len(b) < 16 {
-		return false
-	}
-	if string(b[:8]) == "SIP/2.0 " {
-		return true
-	}
-	i := 0
-	for i < len(b) && i < 32 && isTokenChar(b[i]) {
-		i++
-	}
-	return i > 0 && i < len(b) && b[i] == ' '
-}
-
-func isKeepalive(b []byte) bool {
-	for _, c := range b {
-		if c != '\r' && c != '\n' && c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -1,7 +1,8 @@
 package sip
 
 import (
-	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -148,22 +149,43 @@ func TestLoopThroughTheEdgeIs482(t *testing.T) {
 	}
 }
 
-func TestCancelTableMatchesBranchAndSource(t *testing.T) {
-	tbl := newCancelTable()
-	pbx, other := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.99")
-	tbl.put("z9hG4bK-1", pbx)
-	if tbl.foreign("z9hG4bK-1", pbx) || !tbl.foreign("z9hG4bK-1", other) || tbl.foreign("z9hG4bK-2", other) {
-		t.Fatal("cancel table: wrong match")
+// A CANCEL matches its INVITE by branch AND source (DESIGN §4): the same branch from
+// another address cancels nothing (dropped, counted); from the caller it ends the INVITE
+// with 487.
+func TestCancelMatchesBranchAndSource(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Upstream = "sip:" + deadUDPPort(t)
+	cfg.UpstreamTimeout = 300 * time.Millisecond
+	cfg.Registerer = newRegistry()
+	s := newUnitServer(t, cfg, policyOf(mustCompile(t, testDataset(""))))
+	pbx := newRawUDP(t, "127.0.0.2", s.Addr())
+	inv := replace(rawRequest("INVITE", "sip:1@t1.example.org"), "127.0.0.9:5099", pbx.addr().String())
+	s.onRequest(parseReq(t, inv, pbx.addr().String()))
+	if s.ActiveCalls() != 1 {
+		t.Fatalf("ActiveCalls = %d after the INVITE, want 1", s.ActiveCalls())
 	}
-	tbl.del("z9hG4bK-1")
-	if tbl.foreign("z9hG4bK-1", other) {
-		t.Fatal("cancel table: entry outlived its INVITE")
+	cancel := replace(replace(inv, "INVITE sip:", "CANCEL sip:"), "CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+	s.onRequest(parseReq(t, cancel, "127.0.0.99:"+strconv.Itoa(int(pbx.addr().Port()))))
+	if got := counterValue(t, s.m.dropped.WithLabelValues(dropCancelSource)); got != 1 || s.ActiveCalls() != 1 {
+		t.Fatalf("foreign CANCEL: dropped %v, ActiveCalls %d; want 1, 1", got, s.ActiveCalls())
 	}
-	raw := []byte("CANCEL sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.2:5060;rport;branch=z9hG4bK-1;x\r\n\r\n")
-	if b, ok := rawCancelBranch(raw); !ok || b != "z9hG4bK-1" {
-		t.Fatalf("rawCancelBranch = %q %v", b, ok)
+	s.onRequest(parseReq(t, cancel, pbx.addr().String()))
+	var codes []int
+	buf := make([]byte, 65535)
+	for len(codes) < 2 {
+		_ = pbx.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := pbx.conn.Read(buf)
+		if err != nil {
+			t.Fatalf("responses %v, want 200 (CANCEL) and 487 (INVITE)", codes)
+		}
+		if m, err := sipmsg.ParseMessage(buf[:n]); err == nil {
+			if res, ok := m.(*sipmsg.Response); ok && res.StatusCode != 100 {
+				codes = append(codes, res.StatusCode)
+			}
+		}
 	}
-	if _, ok := rawCancelBranch([]byte("INVITE sip:a@b SIP/2.0\r\n\r\n")); ok {
-		t.Fatal("rawCancelBranch took an INVITE for a CANCEL")
+	if !slices.Equal(codes, []int{200, 487}) {
+		t.Fatalf("responses %v, want [200 487]", codes)
 	}
+	eventually(t, 2*time.Second, "relay ended", func() bool { return s.ActiveCalls() == 0 })
 }

@@ -5,10 +5,8 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 )
 
 // Requests sipgo's parser rejects are answered, not ignored (DESIGN §4): when the Via,
@@ -101,7 +99,7 @@ func (s *Server) parseFailLogger(l *slog.Logger) *slog.Logger {
 // its source is known and its transaction headers can be read. ACKs get nothing.
 func (s *Server) answerUnparsable(data []byte) {
 	src, ok := s.unparsable.source(data)
-	conn := s.udpConn.Load()
+	conn := s.udp
 	if !ok || conn == nil {
 		return
 	}
@@ -182,6 +180,3 @@ func unparsableAnswer(data []byte, server string) []byte {
 
 // unparsableTag is the To tag of answers to unparsable requests (there is no dialog).
 const unparsableTag = "sipedge-400"
-
-// udpConnRef holds the UDP listener for answers sent outside sipgo.
-type udpConnRef = atomic.Pointer[net.UDPConn]

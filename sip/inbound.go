@@ -1,0 +1,171 @@
+package sip
+
+import (
+	"net/netip"
+
+	sipmsg "github.com/emiago/sipgo/sip"
+)
+
+// onMessage receives every message sipgo's transport layer parsed (after the read filter
+// let it through), on the goroutine that read it: a UDP reader or the TCP connection's.
+// No sipgo transaction layer runs: the edge's own table (txtable.go) matches
+// retransmissions, ACKs, CANCELs and responses.
+func (s *Server) onMessage(msg sipmsg.Message) {
+	switch m := msg.(type) {
+	case *sipmsg.Request:
+		s.onRequest(m)
+	case *sipmsg.Response:
+		s.onResponse(m)
+	}
+}
+
+// keyBuf is the stack space a server key is built in (a longer key spills to the heap).
+const keyBuf = 192
+
+// onRequest matches req against the transaction table — by its top Via branch, sent-by
+// and method class, and its source (DESIGN §4: CANCEL matches by branch AND source) —
+// then handles what is new.
+func (s *Server) onRequest(req *sipmsg.Request) {
+	src, err := peerAddr(req)
+	if err != nil { // never happens for network input; fail closed anyway
+		s.handle(req, nil)
+		return
+	}
+	in := flow{tp: "UDP", addr: src}
+	if req.Transport() == "TCP" {
+		in.tp = "TCP"
+	}
+	var kb [keyBuf]byte
+	switch {
+	case req.IsAck():
+		// The ACK of a non-2xx answer belongs to its INVITE's transaction (hop by hop);
+		// an ACK for a 2xx is a transaction of its own, relayed end to end.
+		if k, ok := serverKey(kb[:0], req, true); ok {
+			if p := s.tx.findServer(k); p != nil && p.sameSource(src) && p.acked() {
+				return
+			}
+		}
+		s.handle(req, nil)
+		return
+	case req.IsCancel():
+		if k, ok := serverKey(kb[:0], req, true); ok {
+			if p := s.tx.findServer(k); p != nil {
+				s.m.request(string(req.Method), transportLabel(req.Transport()))
+				if !p.sameSource(src) {
+					// Someone else's call: a branch seen on the wire cancels nothing.
+					s.m.drop(dropCancelSource)
+					return
+				}
+				s.onCancel(p, req, in)
+				return
+			}
+		}
+	}
+	k, ok := serverKey(kb[:0], req, false)
+	if !ok || s.tx.live.Load() >= s.tx.maxLive {
+		// No Via or CSeq (answered 400 by validation), or the table is full of
+		// transactions in progress: handled without a place in the table (a relay still
+		// gets its client side; MaxPendingTransactions refuses it first).
+		p := s.tx.newDetached(s, in)
+		p.l.req = req
+		s.handle(req, p)
+		p.abandon()
+		return
+	}
+	p, made := s.tx.addServer(s, k, in, req)
+	if !made {
+		if p.sameSource(src) {
+			p.retransmitted()
+		} else {
+			s.m.drop(dropCancelSource) // the same branch from another address: not its to use
+		}
+		return
+	}
+	if s.auth.guard != nil && req.IsInvite() && req.GetHeader("Proxy-Authorization") != nil {
+		// The cluster-wide replay guard is a store round trip (up to 250 ms): not on the
+		// reader every other datagram waits behind. Such INVITEs are few (a digest PBX
+		// answers one challenge per call) and bounded by the rate limits.
+		s.active.Add(1)
+		go func() {
+			defer s.active.Add(-1)
+			s.handle(req, p)
+			p.abandon()
+		}()
+		return
+	}
+	s.handle(req, p)
+	p.abandon()
+}
+
+// onCancel answers a CANCEL that matched the INVITE p by branch and source: 200 in the
+// CANCEL's own transaction, then 487 to the INVITE and the CANCEL upstream.
+func (s *Server) onCancel(p *ptx, req *sipmsg.Request, in flow) {
+	var kb [keyBuf]byte
+	k, _ := serverKey(kb[:0], req, false)
+	c, made := s.tx.addServer(s, k, in, req)
+	if !made {
+		c.retransmitted()
+		return
+	}
+	s.respond(c, req, in.addr, sipmsg.StatusOK, "OK")
+	c.abandon()
+	p.canceled()
+}
+
+// onResponse passes a response to the transaction whose branch its top Via carries, if
+// it came from the address that transaction sent to; anything else is stray.
+func (s *Server) onResponse(res *sipmsg.Response) {
+	via := res.Via()
+	if via == nil {
+		s.m.drop(dropStrayResponse)
+		return
+	}
+	branch, _ := via.Params.Get("branch")
+	p := s.tx.findClient(branch)
+	if p == nil {
+		s.m.drop(dropStrayResponse)
+		return
+	}
+	if src, ok := responseSource(res); !ok || src.Addr() != p.out.addr.Addr() {
+		s.m.drop(dropStrayResponse)
+		return
+	}
+	p.onResponse(res)
+}
+
+// abandon drops p when the handler neither answered nor relayed its request (dropped as
+// banned, from a bad source, an ACK): nothing is kept for it.
+func (p *ptx) abandon() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done || p.sst != srvTrying || p.cst != cliNone {
+		return
+	}
+	p.done = true
+	p.s.tx.wheel.arm(p, 0)
+	p.l = nil
+	p.s.tx.live.Add(-1)
+	p.s.tx.remove(p)
+}
+
+// peerAddr is the socket peer of req: the UDP datagram source or the TCP connection peer,
+// never a header. Request.Source() is not used because it falls back to the Via header
+// when the transport source is empty.
+func peerAddr(req *sipmsg.Request) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(req.MessageData.Source())
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// transportLabel is the lower-case transport of a received message ("udp", "tcp").
+func transportLabel(tp string) string {
+	switch tp {
+	case "UDP":
+		return "udp"
+	case "TCP":
+		return "tcp"
+	}
+	return "other"
+}
