@@ -134,6 +134,9 @@ type tx interface {
 	// markACLChange records that the write committing as version v changed ACL id of
 	// account and nothing else a snapshot holds; see [backend.aclChange].
 	markACLChange(v uint64, account, id string) error
+	// lastACLChange reads what the last markACLChange stored ("" when nothing, or a
+	// backend with no such marker), so a write can catch an index up by one ACL.
+	lastACLChange() (string, error)
 
 	// wipe removes every account, object, index and the emptied marker (not the audit
 	// logs, idempotency records, node registry, bans or hits). accounts are the auth_ids
@@ -323,6 +326,13 @@ func (s *strictTx) putIdem(account, key string, v []byte, expires time.Time) err
 func (s *strictTx) appendAudit(account string, v []byte, limit int) error {
 	s.wrote = true
 	return s.t.appendAudit(account, v, limit)
+}
+
+func (s *strictTx) lastACLChange() (string, error) {
+	if err := s.r(); err != nil {
+		return "", err
+	}
+	return s.t.lastACLChange()
 }
 
 func (s *strictTx) markACLChange(v uint64, account, id string) error {

@@ -398,6 +398,10 @@ func (t boltTx) appendAudit(account string, v []byte, limit int) error {
 // markACLChange: the embedded watcher shares this process and uses its hint log.
 func (t boltTx) markACLChange(uint64, string, string) error { return nil }
 
+// lastACLChange: one process writes the embedded store, so its tenancy index is never
+// behind another node's write.
+func (t boltTx) lastACLChange() (string, error) { return "", nil }
+
 // fanout delivers published versions to in-process subscribers (embedded mode).
 type fanout struct {
 	mu   sync.Mutex

@@ -504,6 +504,18 @@ func (t *redisTx) appendAudit(account string, v []byte, limit int) error {
 	})
 }
 
+func (t *redisTx) lastACLChange() (string, error) {
+	t.reads++
+	v, err := t.c.Get(t.ctx, t.r.kChange).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", t.fail(err)
+	}
+	return v, nil
+}
+
 func (t *redisTx) markACLChange(v uint64, account, id string) error {
 	val := changeValue(v, account, id)
 	return t.queue(func(p redis.Pipeliner) { p.Set(t.ctx, t.r.kChange, val, 0) })

@@ -256,3 +256,53 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// TestOverlapNodesInTurn: two nodes adding entries in turn (a load balancer) keep their
+// overlap index by catching up the one ACL each write changed, not by reading every entry
+// of every account for each write, and still refuse the other account an address written
+// a moment ago through the other node.
+func TestOverlapNodesInTurn(t *testing.T) {
+	ro := redisOptions(t)
+	p := testPrefix(t, ro)
+	n1, n2 := openRedisStore(t, ro, p), openRedisStore(t, ro, p)
+	mkAccount(t, n1, "A", acl.Limits{})
+	mkAccount(t, n1, "B", acl.Limits{})
+	acls := map[string]acl.IPACL{"A": newACL("A", false, "192.0.2.1"), "B": newACL("B", false, "198.51.100.1")}
+	for _, a := range acls {
+		if _, err := n1.CreateACL(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add := func(n *store.Store, acct, addr string) error {
+		_, _, err := n.UpdateACL(ctx, acct, acls[acct].UUID, func(x *acl.IPACL) error {
+			x.Entries = append(x.Entries, acl.Entry{ID: "e-" + addr, IPAddress: addr, Enabled: true})
+			return nil
+		})
+		return err
+	}
+	// Warm both indexes.
+	if err := add(n1, "A", "192.0.2.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(n2, "B", "198.51.100.2"); err != nil {
+		t.Fatal(err)
+	}
+	before := store.TenancyRebuilds(n1) + store.TenancyRebuilds(n2)
+	const writes = 40
+	for i := range writes {
+		n, o, acct, other := n1, n2, "A", "B"
+		if i%2 == 1 {
+			n, o, acct, other = n2, n1, "B", "A"
+		}
+		addr := fmt.Sprintf("203.0.113.%d", i+1)
+		if err := add(n, acct, addr); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if err := add(o, other, addr); !errors.Is(err, store.ErrOverlap) {
+			t.Fatalf("write %d: %s's %s through the other node: %v, want ErrOverlap", i, other, addr, err)
+		}
+	}
+	if r := store.TenancyRebuilds(n1) + store.TenancyRebuilds(n2) - before; r > 2 {
+		t.Errorf("%d full index rebuilds for %d writes by nodes in turn, want the one-ACL catch-up", r, 2*writes)
+	}
+}

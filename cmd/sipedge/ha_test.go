@@ -271,7 +271,7 @@ func failoverOnce(t *testing.T) failoverRun {
 			deadline := time.Now().Add(30 * time.Second)
 			for attempt := 0; ; attempt++ {
 				sent := time.Now()
-				code, _, v := n.apiReq("POST", path, payload, map[string]string{"Idempotency-Key": key})
+				code, body, v := n.apiReq("POST", path, payload, map[string]string{"Idempotency-Key": key})
 				if code == 201 {
 					mu.Lock()
 					committed[i] = v
@@ -286,7 +286,7 @@ func failoverOnce(t *testing.T) failoverRun {
 				}
 				if code != 503 && code != 0 {
 					mu.Lock()
-					badCodes = append(badCodes, fmt.Sprintf("write %d: HTTP %d", i, code))
+					badCodes = append(badCodes, fmt.Sprintf("write %d (attempt %d, node %s): HTTP %d %v", i, attempt, n.name, code, body["error"]))
 					mu.Unlock()
 				}
 				if time.Now().After(deadline) {
