@@ -76,7 +76,8 @@ mkdir -p "$RESULTS_DIR"
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 log "building sipedge ($version)"
-go build -o "$WORK/sipedge" ./cmd/sipedge
+mkdir -p "$WORK/bin"
+go build -o "$WORK/bin/sipedge" ./cmd/sipedge
 
 nsteps=$(wc -w <<<"$RATES")
 log "about $(((3 * (DURATION + 20) * (nsteps + REFINE + 1) + 180) / 60)) min at most: ${DURATION} s steps, rates $RATES; results: $RESULTS_DIR/$name.md"
@@ -89,7 +90,7 @@ if OUT_DIR="$WORK/kamailio" BASELINE=0 LIST_SIZES="$KAM_LIST_SIZES" INSTALL="$IN
 else
 	status+=("Kamailio: **the run stopped early** (see its log below)")
 fi
-if OUT_DIR="$WORK/sipedge" LABEL=sipedge LIST_SIZES="$LIST_SIZES" SIPEDGE="$WORK/sipedge" \
+if OUT_DIR="$WORK/sipedge" LABEL=sipedge LIST_SIZES="$LIST_SIZES" SIPEDGE="$WORK/bin/sipedge" \
 	DENY_SCENARIO=uac-deny.xml PROXY_CMD="bash \"$HERE/start-sipedge.sh\"" \
 	bash "$HERE/run-proxy.sh" 2>&1 | tee "$WORK/sipedge.log"; then
 	status+=("sipedge: complete")
