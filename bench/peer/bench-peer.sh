@@ -11,9 +11,14 @@
 #   make bench-peer                         # full: 45 s steps, about 30 minutes on 2 vCPUs
 #   QUICK=1 make bench-peer                 # smoke: 10 s steps, 3 rates, about 10 minutes
 #   DURATION=20 RATES="1000 2000 3000" LIST_SIZES=10000 SIPEDGE_ARGS="--udp-readers 2" make bench-peer
+#   REPORT_FROM=/tmp/kept bench/peer/bench-peer.sh   # only the report, from a KEEP=/tmp/kept run
 #
 # Loopback only (127.0.0.0/8). Every process it starts is stopped by PID (harness.sh).
 set -euo pipefail
+
+# Everything is in functions, run from the last line: bash has read the whole file before it
+# starts, so editing it during a 30-minute run cannot break that run.
+
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 HERE="$ROOT/bench/peer"
 cd "$ROOT"
@@ -64,118 +69,138 @@ install_missing() {
 		die "apt-get install ${pkgs[*]} failed"
 }
 
-install_missing
-[ "$(id -u)" = 0 ] || log "WARNING: not root: no tcpdump, so no INVITE→200 latency"
 
-WORK="$(mktemp -d -t bench-peer.XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
-stamp=$(date -u +%Y%m%d-%H%M)
-name="peer-$stamp"
-[ "$QUICK" = 1 ] && name="$name-quick"
-mkdir -p "$RESULTS_DIR"
-version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
-
-log "building sipedge ($version)"
-mkdir -p "$WORK/bin"
-go build -o "$WORK/bin/sipedge" ./cmd/sipedge
-
-nsteps=$(wc -w <<<"$RATES")
-log "about $(((3 * (DURATION + 20) * (nsteps + REFINE + 1) + 180) / 60)) min at most: ${DURATION} s steps, rates $RATES; results: $RESULTS_DIR/$name.md"
-
-status=()
-# Kamailio first, then sipedge with each list size; each writes its own harness output.
-if OUT_DIR="$WORK/kamailio" BASELINE=0 LIST_SIZES="$KAM_LIST_SIZES" INSTALL="$INSTALL" \
-	bash "$HERE/run-kamailio.sh" 2>&1 | tee "$WORK/kamailio.log"; then
-	status+=("Kamailio: complete")
-else
-	status+=("Kamailio: **the run stopped early** (see its log below)")
-fi
-if OUT_DIR="$WORK/sipedge" LABEL=sipedge LIST_SIZES="$LIST_SIZES" SIPEDGE="$WORK/bin/sipedge" \
-	DENY_SCENARIO=uac-deny.xml PROXY_CMD="bash \"$HERE/start-sipedge.sh\"" \
-	bash "$HERE/run-proxy.sh" 2>&1 | tee "$WORK/sipedge.log"; then
-	status+=("sipedge: complete")
-else
-	status+=("sipedge: **the run stopped early** (see its log below)")
-fi
-
-# One machine-readable file for both: results.tsv rows of every run, then the verdicts.
-tsv="$RESULTS_DIR/$name.tsv"
-: >"$WORK/results.tsv"
-: >"$WORK/sustained.tsv"
-header=
-for d in kamailio sipedge; do
-	if [ -f "$WORK/$d/results.tsv" ]; then
-		if [ -n "$header" ]; then tail -n +2 "$WORK/$d/results.tsv"; else cat "$WORK/$d/results.tsv"; fi >>"$WORK/results.tsv"
-		header=1
+# run_both: Kamailio first, then sipedge with each list size, each with its own harness output
+# under $WORK. Sets status[].
+run_both() {
+	log "building sipedge ($version)"
+	mkdir -p "$WORK/bin"
+	go build -o "$WORK/bin/sipedge" ./cmd/sipedge
+	local nsteps
+	nsteps=$(wc -w <<<"$RATES")
+	log "about $(((3 * (DURATION + 20) * (nsteps + REFINE + 1) + 180) / 60)) min at most: ${DURATION} s steps, rates $RATES; results: $RESULTS_DIR/$name.md"
+	status=()
+	if OUT_DIR="$WORK/kamailio" BASELINE=0 LIST_SIZES="$KAM_LIST_SIZES" INSTALL="$INSTALL" \
+		bash "$HERE/run-kamailio.sh" 2>&1 | tee "$WORK/kamailio.log"; then
+		status+=("Kamailio: complete")
+	else
+		status+=("Kamailio: **the run stopped early** (see its log below)")
 	fi
-	if [ -f "$WORK/$d/sustained.tsv" ]; then cat "$WORK/$d/sustained.tsv" >>"$WORK/sustained.tsv"; fi
-done
-[ -s "$WORK/results.tsv" ] || die "no results at all (logs: $WORK/*.log)"
-cp "$WORK/results.tsv" "$tsv"
-{
-	printf '# sustained: config\tentries\thighest rate passed (cps)\n'
-	sed 's/^/# sustained: /' "$WORK/sustained.tsv"
-} >>"$tsv"
-
-machine="$(nproc) vCPU ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME")"
-kam="Kamailio $(dpkg-query -W -f '${Version}' kamailio 2>/dev/null || echo '?')"
-load="$(cut -d' ' -f1-3 /proc/loadavg)"
-subtitle="$(date -u '+%Y-%m-%d %H:%M UTC'), ${DURATION} s per step, $(nproc) vCPU, sipedge $version, $kam"
-[ "$QUICK" = 1 ] && subtitle="SMOKE RUN (QUICK=1): $subtitle"
-kam_label=$(awk -F'\t' '$1 ~ /^kamailio/ { print $1; exit }' "$WORK/sustained.tsv")
-go run ./bench/peer/chart -results "$WORK/results.tsv" -sustained "$WORK/sustained.tsv" \
-	-svg "$RESULTS_DIR/$name.svg" -md "$WORK/tables.md" -cpu-rate "$CPU_RATE" -after-secs "${AFTER_SECS:-10}" \
-	-title "sipedge vs Kamailio: offered calls per second, failures and CPU per call" -subtitle "$subtitle"
-
-{
-	echo "# sipedge vs Kamailio, side by side: $(date -u '+%Y-%m-%d %H:%M UTC')"
-	echo
-	if [ "$QUICK" = 1 ]; then
-		echo "> **Smoke run (\`QUICK=1\`): ${DURATION} s steps, a few rates, no bisection, no redo of noisy runs.**"
-		echo "> It shows that the comparison runs end to end; its figures are not a measurement."
-		echo
+	if OUT_DIR="$WORK/sipedge" LABEL=sipedge LIST_SIZES="$LIST_SIZES" SIPEDGE="$WORK/bin/sipedge" \
+		DENY_SCENARIO=uac-deny.xml DENY_RATE=10 DENY_CALLS=100 PROXY_CMD="bash \"$HERE/start-sipedge.sh\"" \
+		bash "$HERE/run-proxy.sh" 2>&1 | tee "$WORK/sipedge.log"; then
+		status+=("sipedge: complete")
+	else
+		status+=("sipedge: **the run stopped early** (see its log below)")
 	fi
-	echo "Command: \`$cmd\` ([bench/peer/bench-peer.sh](../peer/bench-peer.sh)); the SIPp ladder, deny"
-	echo "check, fixed-rate latency and memory sampling are [bench/peer](../peer/README.md)'s."
-	echo "Machine: $machine; load average at the end $load. sipedge $version at default flags${SIPEDGE_ARGS:+ plus \`$SIPEDGE_ARGS\`};"
-	echo "$kam (Debian package) with 4 children, 2 GiB shm, 4 MiB receive buffer (bench/peer/kamailio-acl.cfg)."
-	echo "Steps of ${DURATION} s, one run per rate (a ceiling is good to about one step); a rate passes with"
-	echo "< 1 % failed calls and ≥ 95 % of it offered. Runs: ${status[0]}; ${status[1]}."
-	echo
-	echo "![offered calls per second against failed calls and CPU per call, sipedge and Kamailio](./$name.svg)"
-	echo
-	sed -n '1,/^$/p' "$WORK/tables.md"
-	echo "CPU: utime+stime of the proxy's processes while SIPp ran, per successful call. Memory: the proxy's"
-	echo "processes sampled every second; PSS counts memory shared between Kamailio's processes once."
-	echo "\"${kam_label:-Kamailio}\" is the reference of the last column."
-	echo
-	echo "## Every step"
-	echo
-	sed -n '/^$/,$p' "$WORK/tables.md" | sed '1d'
-	echo
-	echo "Machine-readable: [$name.tsv](./$name.tsv) (the harness's results.tsv columns, one row per run;"
-	echo "redone noisy runs are tagged \`-noisy\`); the chart is drawn from it by \`go run ./bench/peer/chart\`."
+}
+
+# report: bench/results/$name.tsv, .svg, .md (and peer-latest.*) from the harness output in $WORK.
+report() {
+	local tsv header d machine kam load subtitle kam_label
+	# One machine-readable file for both: the results.tsv rows of every run, then the harness's
+	# verdicts as "#sustained<TAB>config<TAB>entries<TAB>cps" lines; the chart is drawn from it.
+	tsv="$RESULTS_DIR/$name.tsv"
+	: >"$WORK/results.tsv"
+	: >"$WORK/sustained.tsv"
+	header=
 	for d in kamailio sipedge; do
-		[ -f "$WORK/$d/summary.txt" ] || continue
-		echo
-		echo "## The harness's report: $d"
-		echo
-		echo '```'
-		cat "$WORK/$d/summary.txt"
-		echo '```'
+		if [ -f "$WORK/$d/results.tsv" ]; then
+			if [ -n "$header" ]; then tail -n +2 "$WORK/$d/results.tsv"; else cat "$WORK/$d/results.tsv"; fi >>"$WORK/results.tsv"
+			header=1
+		fi
+		if [ -f "$WORK/$d/sustained.tsv" ]; then cat "$WORK/$d/sustained.tsv" >>"$WORK/sustained.tsv"; fi
 	done
-} >"$RESULTS_DIR/$name.md"
+	[ -s "$WORK/results.tsv" ] || die "no results at all (logs: $WORK/*.log)"
+	{
+		cat "$WORK/results.tsv"
+		sed 's/^/#sustained\t/' "$WORK/sustained.tsv"
+	} >"$tsv"
 
-: "${LATEST:=1}"
-if [ "$QUICK" = 1 ] && [ -f "$RESULTS_DIR/peer-latest.svg" ] && [ -z "${LATEST_FORCE:-}" ]; then LATEST=0; fi
-if [ "$LATEST" = 1 ]; then
-	cp "$RESULTS_DIR/$name.svg" "$RESULTS_DIR/peer-latest.svg"
-	cp "$RESULTS_DIR/$name.md" "$RESULTS_DIR/peer-latest.md"
-fi
-if [ -n "$KEEP" ]; then
-	mkdir -p "$KEEP"
-	cp -r "$WORK/." "$KEEP/"
-	log "raw harness output kept in $KEEP"
-fi
-log "wrote $RESULTS_DIR/$name.md, .svg, .tsv$([ "$LATEST" = 1 ] && echo ", peer-latest.svg/.md")"
-sed -n '/^| |/,/^$/p' "$RESULTS_DIR/$name.md"
+	machine="$(nproc) vCPU ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME")"
+	kam="Kamailio $(dpkg-query -W -f '${Version}' kamailio 2>/dev/null || echo '?')"
+	load="$(cut -d' ' -f1-3 /proc/loadavg)"
+	subtitle="$(date -u '+%Y-%m-%d %H:%M UTC'), ${DURATION} s per step, $(nproc) vCPU, sipedge $version, $kam"
+	if [ "$QUICK" = 1 ]; then subtitle="SMOKE RUN (QUICK=1) on a busy machine: $subtitle"; fi
+	kam_label=$(awk -F'\t' '$1 ~ /^kamailio/ { print $1; exit }' "$WORK/sustained.tsv")
+	go run ./bench/peer/chart -results "$tsv" \
+		-svg "$RESULTS_DIR/$name.svg" -md "$WORK/tables.md" -cpu-rate "$CPU_RATE" -after-secs "${AFTER_SECS:-10}" \
+		-title "sipedge vs Kamailio: offered calls per second, failures and CPU per call" -subtitle "$subtitle"
+
+	{
+		echo "# sipedge vs Kamailio, side by side: $(date -u '+%Y-%m-%d %H:%M UTC')"
+		echo
+		if [ "$QUICK" = 1 ]; then
+			echo "> **Smoke run (\`QUICK=1\`): ${DURATION} s steps, a few rates, no bisection, no redo of noisy runs.**"
+			echo "> It shows that the comparison runs end to end; its figures are not a measurement."
+			echo
+		fi
+		echo "Command: \`$cmd\` ([bench/peer/bench-peer.sh](../peer/bench-peer.sh)); the SIPp ladder, deny"
+		echo "check, fixed-rate latency and memory sampling are [bench/peer](../peer/README.md)'s."
+		echo "Machine: $machine; load average at the end $load. sipedge $version at default flags${SIPEDGE_ARGS:+ plus \`$SIPEDGE_ARGS\`};"
+		echo "$kam (Debian package) with 4 children, 2 GiB shm, 4 MiB receive buffer (bench/peer/kamailio-acl.cfg)."
+		echo "Steps of ${DURATION} s, one run per rate (a ceiling is good to about one step); a rate passes with"
+		echo "< 1 % failed calls and ≥ 95 % of it offered. Runs: ${status[0]}; ${status[1]}."
+		echo
+		echo "![offered calls per second against failed calls and CPU per call, sipedge and Kamailio](./$name.svg)"
+		echo
+		sed -n '1,/^$/p' "$WORK/tables.md"
+		echo "CPU: utime+stime of the proxy's processes while SIPp ran, per successful call. Memory: the proxy's"
+		echo "processes sampled every second; PSS counts memory shared between Kamailio's processes once."
+		echo "\"${kam_label:-Kamailio}\" is the reference of the last column."
+		echo
+		echo "## Every step"
+		echo
+		sed -n '/^$/,$p' "$WORK/tables.md" | sed '1d'
+		echo
+		echo "Machine-readable: [$name.tsv](./$name.tsv) (the harness's results.tsv columns, one row per run;"
+		echo "redone noisy runs are tagged \`-noisy\`, the verdicts are the \`#sustained\` lines); the chart is"
+	echo "drawn from it: \`go run ./bench/peer/chart -results bench/results/$name.tsv -svg x.svg -md x.md\`."
+		for d in kamailio sipedge; do
+			[ -f "$WORK/$d/summary.txt" ] || continue
+			echo
+			echo "## The harness's report: $d"
+			echo
+			echo '```'
+			cat "$WORK/$d/summary.txt"
+			echo '```'
+		done
+	} >"$RESULTS_DIR/$name.md"
+
+	: "${LATEST:=1}"
+	if [ "$QUICK" = 1 ] && [ -f "$RESULTS_DIR/peer-latest.svg" ] && [ -z "${LATEST_FORCE:-}" ]; then LATEST=0; fi
+	if [ "$LATEST" = 1 ]; then
+		cp "$RESULTS_DIR/$name.svg" "$RESULTS_DIR/peer-latest.svg"
+		cp "$RESULTS_DIR/$name.md" "$RESULTS_DIR/peer-latest.md"
+	fi
+	if [ -n "$KEEP" ]; then
+		mkdir -p "$KEEP"
+		cp -r "$WORK/." "$KEEP/"
+		log "raw harness output kept in $KEEP"
+	fi
+	log "wrote $RESULTS_DIR/$name.md, .svg, .tsv$([ "$LATEST" = 1 ] && echo ", peer-latest.svg/.md")"
+	sed -n '/^| |/,/^$/p' "$RESULTS_DIR/$name.md"
+}
+
+main() {
+	if [ -n "${REPORT_FROM:-}" ]; then
+		WORK=$REPORT_FROM
+		status=("Kamailio: $([ -f "$WORK/kamailio/summary.txt" ] && echo complete || echo '**stopped early**')"
+			"sipedge: $([ -f "$WORK/sipedge/summary.txt" ] && echo complete || echo '**stopped early**')")
+		KEEP=
+	else
+		install_missing
+		[ "$(id -u)" = 0 ] || log "WARNING: not root: no tcpdump, so no INVITE→200 latency"
+		WORK="$(mktemp -d -t bench-peer.XXXXXX)"
+		trap 'rm -rf "$WORK"' EXIT
+	fi
+	stamp=$(date -u +%Y%m%d-%H%M)
+	name="peer-$stamp"
+	if [ "$QUICK" = 1 ]; then name="$name-quick"; fi
+	mkdir -p "$RESULTS_DIR"
+	version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+	if [ -z "${REPORT_FROM:-}" ]; then run_both; fi
+	report
+}
+
+main "$@"; exit

@@ -22,18 +22,29 @@ func (r row) num(col string) float64 {
 	return v
 }
 
-// readTSV reads a tab-separated file whose first line names the columns.
-func readTSV(r io.Reader) ([]row, error) {
+// readTSV reads a tab-separated file whose first line names the columns. Lines starting with
+// "#" are comments, except "#sustained<TAB>config<TAB>entries<TAB>cps": the harness's verdicts,
+// returned as the map.
+func readTSV(r io.Reader) ([]row, map[string]int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	var head []string
 	var rows []row
+	sustained := map[string]int{}
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
 		if line == "" {
 			continue
 		}
 		f := strings.Split(line, "\t")
+		if strings.HasPrefix(line, "#") {
+			if f[0] == "#sustained" && len(f) >= 4 {
+				if v, err := strconv.Atoi(f[3]); err == nil {
+					sustained[f[1]] = v
+				}
+			}
+			continue
+		}
 		if head == nil {
 			head = f
 			continue
@@ -50,10 +61,10 @@ func readTSV(r io.Reader) ([]row, error) {
 		rows = append(rows, m)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if head == nil {
-		return nil, fmt.Errorf("no header line")
+		return nil, nil, fmt.Errorf("no header line")
 	}
 	for _, want := range []string{"config", "rate", "phase", "fail_pct"} {
 		found := false
@@ -61,10 +72,10 @@ func readTSV(r io.Reader) ([]row, error) {
 			found = found || h == want
 		}
 		if !found {
-			return nil, fmt.Errorf("no %q column: not the harness's results.tsv", want)
+			return nil, nil, fmt.Errorf("no %q column: not the harness's results.tsv", want)
 		}
 	}
-	return rows, nil
+	return rows, sustained, nil
 }
 
 // readSustained reads sustained.tsv ("config entries cps" per line, no header).

@@ -27,8 +27,8 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.results, "results", "", "the harness's results.tsv (several runs concatenated are fine)")
-	flag.StringVar(&o.sustained, "sustained", "", "the harness's sustained.tsv (optional: else the pass rule decides)")
+	flag.StringVar(&o.results, "results", "", "the harness's results.tsv, or bench/results/peer-*.tsv (with #sustained lines)")
+	flag.StringVar(&o.sustained, "sustained", "", "the harness's sustained.tsv (optional: else #sustained lines, else the pass rule decides)")
 	flag.StringVar(&o.svg, "svg", "", "write the chart here")
 	flag.StringVar(&o.md, "md", "", "write the summary and per-rate tables (Markdown) here")
 	flag.StringVar(&o.info.Title, "title", "sipedge vs Kamailio: calls per second on one machine", "chart title")
@@ -80,18 +80,21 @@ func load(o options) ([]*config, error) {
 		return nil, err
 	}
 	defer f.Close()
-	rows, err := readTSV(f)
+	rows, sus, err := readTSV(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.results, err)
 	}
-	sus := map[string]int{}
 	if o.sustained != "" {
 		data, err := os.ReadFile(o.sustained)
 		if err != nil {
 			return nil, err
 		}
-		if sus, err = readSustained(bytes.NewReader(data)); err != nil {
+		more, err := readSustained(bytes.NewReader(data))
+		if err != nil {
 			return nil, err
+		}
+		for k, v := range more {
+			sus[k] = v
 		}
 	}
 	cfs := build(rows, sus, o.crit)

@@ -96,3 +96,19 @@ func TestFailAxisIsMonotonic(t *testing.T) {
 		t.Errorf("failY(100) = %g, want 1", failY(100))
 	}
 }
+
+// bench/results/peer-*.tsv carries the verdicts as "#sustained" lines after the rows.
+func TestSustainedLinesInTSV(t *testing.T) {
+	data, err := os.ReadFile("testdata/results.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, "#sustained\tkamailio-10\t10\t2250\n#sustained\tsipedge-10000\t10000\t3000\n# a comment\n"...)
+	rows, sus, err := readTSV(strings.NewReader(string(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 14 || sus["kamailio-10"] != 2250 || sus["sipedge-10000"] != 3000 {
+		t.Fatalf("got %d rows, sustained %v", len(rows), sus)
+	}
+}
