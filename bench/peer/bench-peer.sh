@@ -97,7 +97,7 @@ run_both() {
 
 # report: bench/results/$name.tsv, .svg, .md (and peer-latest.*) from the harness output in $WORK.
 report() {
-	local tsv header d machine kam load subtitle kam_label
+	local tsv header d machine kam load other other_med subtitle kam_label when
 	# One machine-readable file for both: the results.tsv rows of every run, then the harness's
 	# verdicts as "#sustained<TAB>config<TAB>entries<TAB>cps" lines; the chart is drawn from it.
 	tsv="$RESULTS_DIR/$name.tsv"
@@ -119,8 +119,16 @@ report() {
 
 	machine="$(nproc) vCPU ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME")"
 	kam="Kamailio $(dpkg-query -W -f '${Version}' kamailio 2>/dev/null || echo '?')"
-	load="$(cut -d' ' -f1-3 /proc/loadavg)"
-	subtitle="$(date -u '+%Y-%m-%d %H:%M UTC'), ${DURATION} s per step, $(nproc) vCPU, sipedge $version, $kam"
+	load=$(cat "$WORK/loadavg" 2>/dev/null || true)
+	# CPU of everything outside the harness while SIPp ran (its noise guard), over the counted runs
+	other=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+		/^#/ || $c["phase"] ~ /noisy/ || $c["other_cpu_pct"] == "-" { next }
+		{ v[++n] = $c["other_cpu_pct"] + 0 }
+		END { if (!n) { print "? ?"; exit } asort_n(); printf "%.0f median %.0f %%, max %.0f %% of a core over %d runs", m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2, m, v[n], n }
+		function asort_n(  i, j, t) { for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t } }' "$tsv")
+	other_med=${other%% *} other=${other#* }
+	when=$started
+	subtitle="$when, ${DURATION} s per step, $(nproc) vCPU, sipedge $version, $kam"
 	if [ "$QUICK" = 1 ]; then subtitle="SMOKE RUN (QUICK=1) on a busy machine: $subtitle"; fi
 	kam_label=$(awk -F'\t' '$1 ~ /^kamailio/ { print $1; exit }' "$WORK/sustained.tsv")
 	go run ./bench/peer/chart -results "$tsv" \
@@ -128,16 +136,22 @@ report() {
 		-title "sipedge vs Kamailio: offered calls per second, failures and CPU per call" -subtitle "$subtitle"
 
 	{
-		echo "# sipedge vs Kamailio, side by side: $(date -u '+%Y-%m-%d %H:%M UTC')"
+		echo "# sipedge vs Kamailio, side by side: $when"
 		echo
 		if [ "$QUICK" = 1 ]; then
 			echo "> **Smoke run (\`QUICK=1\`): ${DURATION} s steps, a few rates, no bisection, no redo of noisy runs.**"
 			echo "> It shows that the comparison runs end to end; its figures are not a measurement."
 			echo
 		fi
+		if [ "$other_med" != "?" ] && [ "$other_med" -gt "${NOISE_MAX_PCT:-20}" ]; then
+			echo "> **Busy machine: other processes used $other while SIPp ran** (the harness's noise"
+			echo "> guard allows ${NOISE_MAX_PCT:-20} %). Rates, CPU per call and latency are distorted; compare only runs on a quiet machine."
+			echo
+		fi
 		echo "Command: \`$cmd\` ([bench/peer/bench-peer.sh](../peer/bench-peer.sh)); the SIPp ladder, deny"
 		echo "check, fixed-rate latency and memory sampling are [bench/peer](../peer/README.md)'s."
-		echo "Machine: $machine; load average at the end $load. sipedge $version at default flags${SIPEDGE_ARGS:+ plus \`$SIPEDGE_ARGS\`};"
+		echo "Machine: $machine${load:+; load average at the end $load}; other processes' CPU while SIPp ran: $other."
+		echo "sipedge $version at default flags${SIPEDGE_ARGS:+ plus \`$SIPEDGE_ARGS\`};"
 		echo "$kam (Debian package) with 4 children, 2 GiB shm, 4 MiB receive buffer (bench/peer/kamailio-acl.cfg)."
 		echo "Steps of ${DURATION} s, one run per rate (a ceiling is good to about one step); a rate passes with"
 		echo "< 1 % failed calls and ≥ 95 % of it offered. Runs: ${status[0]}; ${status[1]}."
@@ -185,6 +199,8 @@ report() {
 main() {
 	if [ -n "${REPORT_FROM:-}" ]; then
 		WORK=$REPORT_FROM
+		# shellcheck source=/dev/null # the settings of the run, written below
+		if [ -f "$WORK/run.env" ]; then . "$WORK/run.env"; fi
 		status=("Kamailio: $([ -f "$WORK/kamailio/summary.txt" ] && echo complete || echo '**stopped early**')"
 			"sipedge: $([ -f "$WORK/sipedge/summary.txt" ] && echo complete || echo '**stopped early**')")
 		KEEP=
@@ -194,12 +210,22 @@ main() {
 		WORK="$(mktemp -d -t bench-peer.XXXXXX)"
 		trap 'rm -rf "$WORK"' EXIT
 	fi
-	stamp=$(date -u +%Y%m%d-%H%M)
+	if [ -z "${REPORT_FROM:-}" ] || [ ! -f "$WORK/run.env" ]; then
+		stamp=$(date -u +%Y%m%d-%H%M)
+		started=$(date -u '+%Y-%m-%d %H:%M UTC')
+		version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+		local v
+		for v in stamp started version cmd QUICK DURATION SIPEDGE_ARGS CPU_RATE; do
+			printf '%s=%q\n' "$v" "${!v}"
+		done >"$WORK/run.env"
+	fi
 	name="peer-$stamp"
 	if [ "$QUICK" = 1 ]; then name="$name-quick"; fi
 	mkdir -p "$RESULTS_DIR"
-	version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
-	if [ -z "${REPORT_FROM:-}" ]; then run_both; fi
+	if [ -z "${REPORT_FROM:-}" ]; then
+		run_both
+		cut -d' ' -f1-3 /proc/loadavg >"$WORK/loadavg"
+	fi
 	report
 }
 

@@ -96,8 +96,7 @@ func niceCeil(v float64) float64 {
 
 // tickStep picks a step that gives at most max ticks up to v.
 func tickStep(v float64, max int) float64 {
-	s := niceCeil(v / float64(max))
-	return s
+	return niceCeil(v / float64(max))
 }
 
 // failY maps a failed % to a fraction of the panel height (0 = bottom): linear up to failMin,
@@ -165,9 +164,9 @@ func renderSVG(w io.Writer, cfs []*config, info chartInfo) error {
 	if pmax == 0 {
 		pmax = amax
 	}
-	ymax := niceCeil(math.Min(amax, 2.5*pmax) * 1.08)
+	ymax := math.Min(amax, 2.5*pmax) * 1.08
 	ystep := tickStep(ymax, 6)
-	ymax = math.Ceil(ymax/ystep) * ystep
+	ymax = math.Max(ystep, math.Ceil(ymax/ystep)*ystep)
 	pyCPU := func(v float64) float64 { return botY1 - (botY1-botY0)*math.Min(v, ymax)/ymax }
 	pyFail := func(v float64) float64 { return topY1 - (topY1-topY0)*failY(v) }
 
