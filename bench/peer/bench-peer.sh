@@ -45,6 +45,7 @@ fi
 : "${KEEP:=}"                                          # keep the raw harness output in this directory
 : "${INSTALL:=1}"                                      # 0: fail instead of apt-get installing
 : "${CPU_RATE:=2000}"                                  # the rate whose CPU per call is compared
+: "${BASELINE:=0}"                                     # 1: also SIPp straight UAC->UAS (the harness's ceiling)
 export DURATION RATES REFINE REFINE_STEP REPEATS LAT_REPEATS SIPEDGE_ARGS
 for v in IDLE_SECS QUIET_WAIT NOISE_RETRIES NOISE_MAX_PCT LAT_RATE AFTER_SECS FAIL_PCT OFFER_MIN_PCT \
 	COOLDOWN KAM_CHILDREN KAM_SHM_MB KAM_PKG_MB KAM_MAXBUF UAC_IP DENY_IP UAS_ADDR PROXY_ADDR; do
@@ -80,7 +81,7 @@ run_both() {
 	nsteps=$(wc -w <<<"$RATES")
 	log "about $(((3 * (DURATION + 20) * (nsteps + REFINE + 1) + 180) / 60)) min at most: ${DURATION} s steps, rates $RATES; results: $RESULTS_DIR/$name.md"
 	status=()
-	if OUT_DIR="$WORK/kamailio" BASELINE=0 LIST_SIZES="$KAM_LIST_SIZES" INSTALL="$INSTALL" \
+	if OUT_DIR="$WORK/kamailio" BASELINE="$BASELINE" LIST_SIZES="$KAM_LIST_SIZES" INSTALL="$INSTALL" \
 		bash "$HERE/run-kamailio.sh" 2>&1 | tee "$WORK/kamailio.log"; then
 		status+=("Kamailio: complete")
 	else

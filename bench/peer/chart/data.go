@@ -266,8 +266,11 @@ func (cf *config) stepAt(rate int) *step {
 // label is how a configuration is named for readers: "Kamailio, 10 entries".
 func (cf *config) label() string {
 	p := cf.Product
-	if p == "kamailio" {
+	switch p {
+	case "kamailio":
 		p = "Kamailio"
+	case "no-proxy": // the harness's baseline: SIPp UAC straight to the UAS
+		return "SIPp alone, no proxy"
 	}
 	if cf.Entries < 0 {
 		return p

@@ -31,7 +31,7 @@ type style struct {
 }
 
 // styleFor gives Kamailio orange and sipedge blue: dark and solid for its largest list,
-// light and dashed for the others.
+// light and dashed for the others. i counts the configurations of the same product before cf.
 func styleFor(cf *config, subj *config, i int) style {
 	switch {
 	case cf.Product == "kamailio":
@@ -205,9 +205,16 @@ func renderSVG(w io.Writer, cfs []*config, info chartInfo) error {
 	c.text(left+8, botY0+18, "start", ` font-weight="bold" fill="#222"`, "Proxy CPU per successful call (µs) — lower is better")
 	c.f(`<text transform="translate(22 %.0f) rotate(-90)" text-anchor="middle" fill="#222">CPU µs per call</text>`+"\n", (botY0+botY1)/2.0)
 
+	styles := make([]style, len(cfs))
+	seen := map[string]int{}
+	for i, cf := range cfs {
+		styles[i] = styleFor(cf, subj, seen[cf.Product])
+		seen[cf.Product]++
+	}
+
 	// series
 	for i, cf := range cfs {
-		st := styleFor(cf, subj, i)
+		st := styles[i]
 		dash := ""
 		if st.dash != "" {
 			dash = fmt.Sprintf(` stroke-dasharray="%s"`, st.dash)
@@ -242,7 +249,7 @@ func renderSVG(w io.Writer, cfs []*config, info chartInfo) error {
 	// legend: one entry per configuration, with its highest sustained rate
 	lx, ly := float64(left), 74.0
 	for i, cf := range cfs {
-		st := styleFor(cf, subj, i)
+		st := styles[i]
 		dash := ""
 		if st.dash != "" {
 			dash = fmt.Sprintf(` stroke-dasharray="%s"`, st.dash)
