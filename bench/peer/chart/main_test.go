@@ -73,7 +73,7 @@ func TestChartAndTablesFromSample(t *testing.T) {
 		"| highest sustained rate (< 1 % failed) | 2250 cps | 3000 cps | 1.33× (target ≥ 2×) |",
 		"| proxy CPU per call at 2000 cps | 546 µs | 471 µs | 0.86× (target ≤ 0.6×) |", // the noisy 900 µs run is skipped
 		"| INVITE→200 p99 at the fixed rate (wire) | 2654 µs at 500 cps | 2841 µs at 500 cps | 1.07× (target ≤ 1×) |",
-		"| peak RSS (largest process) | 86 MiB (12 processes) | 2.3 GiB |",
+		"| peak RSS (largest process, whole run) | 86 MiB (12 processes) | 2.3 GiB |",
 		"| proxy CPU at the limit (% of one core) | 125 % at 2250 cps (128 % at 2500, failing) |",
 		"| sipedge, 10,000 entries | 3250 (3250) | 1 | 1.50 |",
 	} {

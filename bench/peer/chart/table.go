@@ -119,7 +119,7 @@ func figures(cpuRate, afterSecs int) []figure {
 			},
 			value: func(cf *config) float64 { return cf.WireP99 },
 			limit: func(*config) string { return "≤ 1×" }},
-		{name: "peak RSS (largest process)",
+		{name: "peak RSS (largest process, whole run)",
 			cell: func(cf *config) string {
 				s := fmtMem(cf.RSSPeakKB)
 				if cf.Procs > 1 {
@@ -130,7 +130,7 @@ func figures(cpuRate, afterSecs int) []figure {
 			limit: func(*config) string { return "≤ 512 MiB" }},
 		{name: "peak memory of all its processes (sum of PSS)",
 			cell: func(cf *config) string { return fmtMem(cf.PSSPeakKB) }},
-		{name: fmt.Sprintf("RSS %d s after the load (largest process)", afterSecs),
+		{name: fmt.Sprintf("RSS %d s after a step's load (largest process, worst step)", afterSecs),
 			cell:  func(cf *config) string { return fmtMem(cf.RSSAfterKB) },
 			limit: func(*config) string { return "≤ 128 MiB" }},
 	}
