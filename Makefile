@@ -3,7 +3,7 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: run build test test-short lint fuzz test-fuzz bench bench-acl bench-sip bench-propagation clean
+.PHONY: run build test test-short lint fuzz test-fuzz bench bench-acl bench-sip bench-peer bench-propagation clean
 
 ## run: start sipedge on the embedded store with the defaults it prints
 run:
@@ -40,6 +40,11 @@ bench-acl:
 
 bench-sip:
 	bash scripts/bench-sip.sh
+
+## bench-peer: sipedge vs Kamailio side by side on the SIPp ladder (root; installs kamailio, sip-tester,
+## tcpdump) → bench/results/peer-<date>.md/.svg/.tsv; ~30 min, QUICK=1 for a ~10 min smoke run
+bench-peer:
+	bash bench/peer/bench-peer.sh
 
 clean:
 	rm -rf bin sipedge-data
