@@ -584,13 +584,23 @@ func (p *ptx) sameSource(src netip.AddrPort) bool {
 	return p.src.addr.Addr() == src.Addr()
 }
 
-// runTimers drives the wheel and the linger FIFO until ctx is done.
+// runTimers drives the wheel and the linger FIFO until done is closed. With nothing
+// armed and nothing lingering it sleeps until a transaction arms a timer.
 func (s *Server) runTimers(done <-chan struct{}) {
 	t := time.NewTicker(wheelTick)
 	defer t.Stop()
 	fire := (*ptx).fire
 	var n int
 	for {
+		if s.tx.wheel.empty() {
+			if _, fin := s.tx.counts(); fin == 0 {
+				select {
+				case <-done:
+					return
+				case <-s.tx.wheel.wake:
+				}
+			}
+		}
 		select {
 		case <-done:
 			return

@@ -21,8 +21,9 @@ type timerWheel struct {
 	slots [wheelSlots]*ptx // list heads
 	now   int64            // the last tick processed
 	start time.Time
-	n     int    // armed transactions
-	due   []*ptx // reused to collect due transactions
+	n     int           // armed transactions
+	due   []*ptx        // reused to collect due transactions
+	wake  chan struct{} // signalled when the wheel stops being empty
 }
 
 const (
@@ -38,7 +39,7 @@ type wheelNode struct {
 }
 
 func newTimerWheel() *timerWheel {
-	return &timerWheel{start: time.Now()}
+	return &timerWheel{start: time.Now(), wake: make(chan struct{}, 1)}
 }
 
 // tickOf is the first tick at or after the deadline at (unix ns).
@@ -73,6 +74,19 @@ func (w *timerWheel) arm(t *ptx, at int64) {
 	w.slots[i] = t
 	n.armed = true
 	w.n++
+	if w.n == 1 {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// empty reports whether nothing is armed.
+func (w *timerWheel) empty() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n == 0
 }
 
 func (w *timerWheel) unlink(t *ptx) {
@@ -96,6 +110,11 @@ func (w *timerWheel) advance(now time.Time, fire func(t *ptx)) {
 	for {
 		w.mu.Lock()
 		if w.now >= target {
+			w.mu.Unlock()
+			return
+		}
+		if w.n == 0 {
+			w.now = target // nothing armed: no slot to visit
 			w.mu.Unlock()
 			return
 		}
