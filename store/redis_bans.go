@@ -106,16 +106,9 @@ func (r *redisBackend) listBans(caller context.Context, now time.Time) ([]acl.Ba
 	if err != nil {
 		return nil, r.classify(caller, err)
 	}
-	if len(srcs) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(srcs))
-	for i, s := range srcs {
-		keys[i] = r.banKey(s)
-	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, r.classify(caller, err)
+	vals, err := r.mgetMembers(ctx, caller, srcs, r.banKey)
+	if err != nil || len(vals) == 0 {
+		return nil, err
 	}
 	out := make([]acl.Ban, 0, len(vals))
 	for i, v := range vals {
@@ -148,4 +141,21 @@ func (r *redisBackend) lift(caller context.Context, src string, _ time.Time) (bo
 		return false, r.classify(caller, err)
 	}
 	return del.Val() > 0, nil
+}
+
+// mgetMembers reads the string value of key(m) for every index member m in one MGET:
+// nil for a member whose key is gone (expired, lifted).
+func (r *redisBackend) mgetMembers(ctx, caller context.Context, members []string, key func(string) string) ([]any, error) {
+	if len(members) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(members))
+	for i, m := range members {
+		keys[i] = key(m)
+	}
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, r.classify(caller, err)
+	}
+	return vals, nil
 }

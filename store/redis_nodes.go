@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -57,16 +56,9 @@ func (r *redisBackend) nodes(caller context.Context) ([]NodeStatus, error) {
 	if err != nil {
 		return nil, r.classify(caller, err)
 	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = r.nodeKey(id)
-	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, r.classify(caller, err)
+	vals, err := r.mgetMembers(ctx, caller, ids, r.nodeKey)
+	if err != nil || len(vals) == 0 {
+		return nil, err
 	}
 	out := make([]NodeStatus, 0, len(vals))
 	for i, v := range vals {
@@ -76,7 +68,7 @@ func (r *redisBackend) nodes(caller context.Context) ([]NodeStatus, error) {
 		}
 		var st NodeStatus
 		if err := json.Unmarshal([]byte(raw), &st); err != nil {
-			return nil, fmt.Errorf("store: decode %s: %w", keys[i], err)
+			return nil, fmt.Errorf("store: decode %s: %w", r.nodeKey(ids[i]), err)
 		}
 		out = append(out, st)
 	}

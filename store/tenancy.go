@@ -219,6 +219,20 @@ func (s *Store) indexFor(t tx, next uint64, epoch string) (ix *prefixIndex, rebu
 	return ix, true, nil
 }
 
+// currentIndex is indexFor at the version t reads, in the current epoch (see indexFor for
+// the lock it may return holding).
+func (s *Store) currentIndex(ctx context.Context, t tx) (ix *prefixIndex, rebuilt bool, epoch string, err error) {
+	next, err := t.nextVersion()
+	if err != nil {
+		return nil, false, "", err
+	}
+	if epoch, err = s.tenancyEpoch(ctx); err != nil {
+		return nil, false, "", err
+	}
+	ix, rebuilt, err = s.indexFor(t, next, epoch)
+	return ix, rebuilt, epoch, err
+}
+
 // catchUp moves ix (at version v-1) to version v when the write at v changed exactly one
 // ACL (markACLChange), reading that ACL from t; false (ix untouched) otherwise.
 func (s *Store) catchUp(t tx, ix *prefixIndex, v uint64) (bool, error) {
@@ -291,15 +305,7 @@ func (s *Store) checkACLTenancy(ctx context.Context, t tx, c *change, before, af
 	if len(after.Entries) > lim.MaxEntriesPerACL && (before == nil || len(after.Entries) > len(before.Entries)) {
 		return &QuotaError{What: "entries per IP access control list", Limit: lim.MaxEntriesPerACL}
 	}
-	next, err := t.nextVersion()
-	if err != nil {
-		return err
-	}
-	epoch, err := s.tenancyEpoch(ctx)
-	if err != nil {
-		return err
-	}
-	ix, rebuilt, err := s.indexFor(t, next, epoch)
+	ix, rebuilt, epoch, err := s.currentIndex(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -353,16 +359,8 @@ func minBits(l acl.Limits, p netip.Prefix) int {
 
 // noteACLDelete records the index change of deleting a.
 func (s *Store) noteACLDelete(ctx context.Context, t tx, c *change, a *acl.IPACL) error {
-	next, err := t.nextVersion()
-	if err != nil {
-		return err
-	}
-	epoch, err := s.tenancyEpoch(ctx)
-	if err != nil {
-		return err
-	}
+	ix, rebuilt, epoch, err := s.currentIndex(ctx, t)
 	d := &tenancyDelta{epoch: epoch, before: a}
-	ix, rebuilt, err := s.indexFor(t, next, epoch)
 	if err != nil {
 		return err
 	}

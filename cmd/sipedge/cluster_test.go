@@ -233,6 +233,13 @@ func eventually(t *testing.T, within time.Duration, f func() error) time.Duratio
 // "relayed"; 403/407 mean judged and refused; 503 not ready.
 func invite(t *testing.T, src string, edge netip.AddrPort) int {
 	t.Helper()
+	return inviteTo(t, src, edge.String(), edge)
+}
+
+// inviteTo is invite with sip:100@host as Request-URI (a trunk's domain, say). A final
+// answer is ACKed.
+func inviteTo(t *testing.T, src, host string, edge netip.AddrPort) int {
+	t.Helper()
 	conn, err := net.ListenPacket("udp", src+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -243,8 +250,8 @@ func invite(t *testing.T, src string, edge netip.AddrPort) int {
 	msg := fmt.Sprintf("INVITE sip:100@%s SIP/2.0\r\n"+
 		"Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s;rport\r\n"+
 		"Max-Forwards: 70\r\nFrom: <sip:pbx@%s>;tag=%s\r\nTo: <sip:100@%s>\r\n"+
-		"Call-ID: %s@test\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@%s:%d>\r\nContent-Length: 0\r\n\r\n",
-		edge, src, lp, id, src, id[:6], edge.Addr(), id, src, lp)
+		"Call-ID: %s@test\r\nCSeq: 1 INVITE\r\nUser-Agent: sipedge-test\r\nContact: <sip:pbx@%s:%d>\r\nContent-Length: 0\r\n\r\n",
+		host, src, lp, id, src, id[:6], host, id, src, lp)
 	if _, err := conn.WriteTo([]byte(msg), net.UDPAddrFromAddrPort(edge)); err != nil {
 		t.Fatal(err)
 	}

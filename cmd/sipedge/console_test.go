@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,41 +280,6 @@ func TestConsoleBrowser(t *testing.T) {
 	b.waitJS(`!document.getElementById('login').hidden && sessionStorage.length === 0`)
 
 	b.checkConsole()
-}
-
-// inviteTo sends one INVITE for sip:100@host over UDP from src to the edge and returns the
-// final status code (0 when none came within 3 s).
-func inviteTo(t *testing.T, src, host string, edge netip.AddrPort) int {
-	t.Helper()
-	conn, err := net.ListenPacket("udp", src+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	lp := conn.LocalAddr().(*net.UDPAddr).Port
-	id := randHex(8)
-	msg := fmt.Sprintf("INVITE sip:100@%s SIP/2.0\r\n"+
-		"Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s;rport\r\n"+
-		"Max-Forwards: 70\r\nFrom: <sip:pbx@%s>;tag=%s\r\nTo: <sip:100@%s>\r\n"+
-		"Call-ID: %s@console\r\nCSeq: 1 INVITE\r\nUser-Agent: console-test\r\nContact: <sip:pbx@%s:%d>\r\nContent-Length: 0\r\n\r\n",
-		host, src, lp, id, src, id[:6], host, id, src, lp)
-	if _, err := conn.WriteTo([]byte(msg), net.UDPAddrFromAddrPort(edge)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8192)
-	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
-	for {
-		n, _, err := conn.ReadFrom(buf)
-		if err != nil {
-			return 0
-		}
-		line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "SIP/2.0" {
-			if code, _ := strconv.Atoi(f[1]); code >= 200 {
-				return code
-			}
-		}
-	}
 }
 
 func chromiumPath() string {
