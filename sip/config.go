@@ -130,6 +130,10 @@ type Config struct {
 	// MaxPendingTransactions caps requests being relayed at once; beyond it new INVITEs
 	// get 503 + Retry-After. Default 10000.
 	MaxPendingTransactions int
+	// HeaderTimeout is how long a TCP peer may take to deliver one message header, from
+	// its first byte (a slowloris bound). Default DefaultHeaderTimeout (10 s).
+	HeaderTimeout time.Duration
+
 	// MaxTCPConns bounds accepted TCP connections in all (and never above three quarters
 	// of RLIMIT_NOFILE); MaxTCPConnsPerSource per source address (IPv6: per /64), and
 	// MaxTCPConnsListed for a source an ACL lists (or an upstream). Defaults 20000, 32, 512.
@@ -323,6 +327,7 @@ func (c Config) withDefaults() Config {
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.MaxPendingTransactions = cmp.Or(c.MaxPendingTransactions, DefaultMaxPending)
 	c.MaxTCPConns = cmp.Or(c.MaxTCPConns, DefaultMaxTCPConns)
+	c.HeaderTimeout = cmp.Or(c.HeaderTimeout, DefaultHeaderTimeout)
 	c.MaxTCPConnsPerSource = cmp.Or(c.MaxTCPConnsPerSource, DefaultMaxTCPConnsPerSource)
 	c.MaxTCPConnsListed = cmp.Or(c.MaxTCPConnsListed, DefaultMaxTCPConnsListed)
 	c.MaxPendingPerTrunk = cmp.Or(c.MaxPendingPerTrunk, max(c.MaxPendingTransactions/10, 1))

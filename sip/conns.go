@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // connLimiter bounds TCP connections: in all (below the process's RLIMIT_NOFILE, so the
@@ -81,12 +82,44 @@ func (l *connLimiter) open(src netip.Addr) (total, bySource int) {
 	return l.total, l.per[sourceKey(src.Unmap())]
 }
 
-// limitedConn gives its connection's place back when closed (once).
+// limitedConn gives its connection's place back when closed (once), and holds its peer
+// to a deadline for each message header (headerdeadline.go): sipgo's own read deadline
+// is clamped to it while a header is pending, and a read past it ends the connection.
 type limitedConn struct {
 	net.Conn
 	lim  *connLimiter
 	src  netip.Addr
 	once sync.Once
+
+	headerTimeout time.Duration // 0: no header deadline
+	clock         headerClock
+}
+
+func (c *limitedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.headerTimeout <= 0 {
+		return n, err
+	}
+	now := time.Now()
+	if d := c.clock.deadline(c.headerTimeout); !d.IsZero() && now.After(d) {
+		return 0, errHeaderTimeout // the header pending before this read came too slowly
+	}
+	c.clock.feed(b[:n], now)
+	if d := c.clock.deadline(c.headerTimeout); !d.IsZero() {
+		if now.After(d) {
+			return 0, errHeaderTimeout
+		}
+		_ = c.Conn.SetReadDeadline(d) // the next read must not wait past it
+	}
+	return n, err
+}
+
+// SetReadDeadline is sipgo's idle deadline, clamped to the pending header's.
+func (c *limitedConn) SetReadDeadline(t time.Time) error {
+	if d := c.clock.deadline(c.headerTimeout); !d.IsZero() && c.headerTimeout > 0 && (t.IsZero() || d.Before(t)) {
+		t = d
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *limitedConn) Close() error {

@@ -77,3 +77,64 @@ func TestTCPConnectionsPerSource(t *testing.T) {
 		t.Fatal("a closed connection did not give its place back")
 	}
 }
+
+func TestHeaderClock(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var h headerClock
+	h.feed([]byte("\r\n\r\n"), t0) // keep-alives: nothing pending
+	if !h.deadline(time.Second).IsZero() {
+		t.Fatal("keep-alives started a header")
+	}
+	h.feed([]byte("INVITE sip:a@b SIP/2.0\r\nContent-Length: 5\r\nVia: x"), t0)
+	if got := h.deadline(time.Second); !got.Equal(t0.Add(time.Second)) {
+		t.Fatalf("pending header deadline %v", got)
+	}
+	h.feed([]byte("\r\n\r\nhel"), t0.Add(time.Millisecond))
+	if !h.deadline(time.Second).IsZero() || h.inBody != 2 {
+		t.Fatalf("after the header: deadline %v, body left %d", h.deadline(time.Second), h.inBody)
+	}
+	h.feed([]byte("lo"), t0.Add(2*time.Millisecond)) // body done: between messages
+	if !h.deadline(time.Second).IsZero() || h.inBody != 0 {
+		t.Fatal("the body's end left a header pending")
+	}
+	t1 := t0.Add(time.Minute)
+	h.feed([]byte("BYE sip:a@b SIP/2.0\r\nl: 0\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\n"), t1)
+	if got := h.deadline(time.Second); !got.Equal(t1.Add(time.Second)) {
+		t.Fatalf("second message pending: deadline %v", got)
+	}
+}
+
+// TestTCPHeaderDeadline: a peer that trickles a header gets its connection closed once
+// HeaderTimeout has passed since the header's first byte, though it is never idle.
+func TestTCPHeaderDeadline(t *testing.T) {
+	edge, _, _ := newDefenceRig(t, func(c *Config) { c.HeaderTimeout = 600 * time.Millisecond; c.RateLimitRequests = 1000 })
+	c, err := net.Dial("tcp", edge.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	closed := false
+	for _, b := range []byte("INVITE sip:100@t1.example.org SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-slow\r\n") {
+		if _, err := c.Write([]byte{b}); err != nil {
+			closed = true
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+		if time.Since(start) > 3*time.Second {
+			break
+		}
+	}
+	if !closed {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := c.Read(make([]byte, 1))
+		ne, ok := err.(net.Error)
+		closed = err != nil && !(ok && ne.Timeout())
+	}
+	if !closed {
+		t.Fatal("a header trickled for over its deadline kept its connection")
+	}
+	if el := time.Since(start); el < 500*time.Millisecond {
+		t.Fatalf("closed after %v, before the header deadline", el)
+	}
+}

@@ -153,7 +153,7 @@ func (l *edgeListener) admit(c net.Conn, src netip.Addr) {
 		c.Close()
 		return
 	}
-	lc := &limitedConn{Conn: c, lim: l.s.tcpConns, src: src}
+	lc := &limitedConn{Conn: c, lim: l.s.tcpConns, src: src, headerTimeout: l.s.cfg.HeaderTimeout}
 	select {
 	case l.conns <- lc:
 	case <-l.done:
