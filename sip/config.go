@@ -130,6 +130,10 @@ type Config struct {
 	// MaxPendingTransactions caps requests being relayed at once; beyond it new INVITEs
 	// get 503 + Retry-After. Default 10000.
 	MaxPendingTransactions int
+	// MaxUDPLoopSources bounds the source addresses one sipgo UDP read loop remembers
+	// before it is restarted to forget them (udploop.go). Default 4096.
+	MaxUDPLoopSources int
+
 	// HeaderTimeout is how long a TCP peer may take to deliver one message header, from
 	// its first byte (a slowloris bound). Default DefaultHeaderTimeout (10 s).
 	HeaderTimeout time.Duration
@@ -328,6 +332,7 @@ func (c Config) withDefaults() Config {
 	c.MaxPendingTransactions = cmp.Or(c.MaxPendingTransactions, DefaultMaxPending)
 	c.MaxTCPConns = cmp.Or(c.MaxTCPConns, DefaultMaxTCPConns)
 	c.HeaderTimeout = cmp.Or(c.HeaderTimeout, DefaultHeaderTimeout)
+	c.MaxUDPLoopSources = cmp.Or(c.MaxUDPLoopSources, DefaultMaxUDPLoopSources)
 	c.MaxTCPConnsPerSource = cmp.Or(c.MaxTCPConnsPerSource, DefaultMaxTCPConnsPerSource)
 	c.MaxTCPConnsListed = cmp.Or(c.MaxTCPConnsListed, DefaultMaxTCPConnsListed)
 	c.MaxPendingPerTrunk = cmp.Or(c.MaxPendingPerTrunk, max(c.MaxPendingTransactions/10, 1))

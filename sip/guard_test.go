@@ -473,3 +473,20 @@ func TestStrayResponsesDroppedBeforeParsing(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestUDPSourcesForgotten: a spray of datagrams from ever new source addresses does not
+// grow sipgo's per-source table without bound: the read loop is recycled after
+// MaxUDPLoopSources sources, and the edge keeps answering.
+func TestUDPSourcesForgotten(t *testing.T) {
+	edge, _, _ := newDefenceRig(t, func(c *Config) { c.MaxUDPLoopSources = 20; c.UDPReaders = 1 })
+	for i := range 120 {
+		c := newRawUDP(t, fmt.Sprintf("127.0.2.%d", i%250+1), edge.Addr())
+		if code := c.options(); code != 200 {
+			t.Fatalf("OPTIONS %d answered %d", i, code)
+		}
+		c.conn.Close()
+	}
+	if n := edge.tp.Pool("udp").Size(); n > 20+5 {
+		t.Fatalf("sipgo's UDP pool holds %d sources after 120, want at most about 20", n)
+	}
+}

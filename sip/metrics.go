@@ -51,6 +51,7 @@ const (
 	dropReplayGuard   = "replay_guard"   // the cluster-wide replay guard failed (node cache decided)
 	dropTCPConns      = "tcp_conns"      // TCP connection over the per-source or total bound
 	dropUnparsable    = "unparsable"     // request sipgo could not parse: answered 400/416, not relayed
+	dropLoopRecycled  = "loop_recycled"  // not a message: a UDP read loop restarted to forget its sources
 )
 
 // Results of sipedge_sip_proxy_protocol_total: what became of a TCP connection's PROXY

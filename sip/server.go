@@ -229,7 +229,7 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, pendingServe)
 	edge := newEdgeListener(tcp, s)
 	for range s.cfg.UDPReaders {
-		go func() { errc <- s.tp.ServeUDP(udp) }()
+		go func() { errc <- s.serveUDP(udp) }()
 	}
 	go func() { errc <- s.tp.ServeTCP(edge) }()
 	s.awaitServing(ctx, errc)
