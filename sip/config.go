@@ -178,8 +178,8 @@ type Config struct {
 
 	// TransactionLinger, when > 0, shortens how long the relay's transaction table keeps a
 	// finished transaction to absorb retransmissions (RFC 3261 Timers J, L, M, D: 64·T1 =
-	// 32 s). A finished transaction is about 0.5 KiB (its keys, flows and last response), so
-	// the RFC window costs little; a shorter linger deviates from RFC 3261/6026 and is not
+	// 32 s). A finished transaction is about 340 bytes (its keys, flows and last response),
+	// so the RFC window costs little; a shorter linger deviates from RFC 3261/6026 and is not
 	// needed for speed. 0 keeps the RFC value.
 	TransactionLinger time.Duration
 

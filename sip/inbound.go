@@ -41,8 +41,12 @@ func (s *Server) onRequest(req *sipmsg.Request) {
 		// The ACK of a non-2xx answer belongs to its INVITE's transaction (hop by hop);
 		// an ACK for a 2xx is a transaction of its own, relayed end to end.
 		if k, ok := serverKey(kb[:0], req, true); ok {
-			if p := s.tx.findServer(k); p != nil && p.sameSource(src) && p.acked() {
-				return
+			if p := s.tx.findServer(k); p != nil {
+				if p.sameSource(src) && p.acked() {
+					return
+				}
+			} else if v, ok := s.tx.finServer(k); ok && v.src.addr.Addr() == src.Addr() && !v.accepted {
+				return // the ACK of a non-2xx answer, retransmitted or late: absorbed
 			}
 		}
 		s.handle(req, nil)
@@ -59,6 +63,15 @@ func (s *Server) onRequest(req *sipmsg.Request) {
 				s.onCancel(p, req, in)
 				return
 			}
+			if v, ok := s.tx.finServer(k); ok {
+				s.m.request(string(req.Method), transportLabel(req.Transport()))
+				if v.src.addr.Addr() != src.Addr() {
+					s.m.drop(dropCancelSource)
+					return
+				}
+				s.onCancel(nil, req, in) // too late to cancel anything: 200, no effect
+				return
+			}
 		}
 	}
 	k, ok := serverKey(kb[:0], req, false)
@@ -72,8 +85,14 @@ func (s *Server) onRequest(req *sipmsg.Request) {
 		p.abandon()
 		return
 	}
-	p, made := s.tx.addServer(s, k, in, req)
-	if !made {
+	p, made, fin := s.tx.addServer(s, k, in, req)
+	switch {
+	case fin: // a retransmission of a finished transaction's request
+		if v, ok := s.tx.finServer(k); ok && v.src.addr.Addr() == src.Addr() && v.resp != nil {
+			_ = s.writeTo(v.src, v.resp)
+		}
+		return
+	case !made:
 		if p.sameSource(src) {
 			p.retransmitted()
 		} else {
@@ -102,14 +121,22 @@ func (s *Server) onRequest(req *sipmsg.Request) {
 func (s *Server) onCancel(p *ptx, req *sipmsg.Request, in flow) {
 	var kb [keyBuf]byte
 	k, _ := serverKey(kb[:0], req, false)
-	c, made := s.tx.addServer(s, k, in, req)
-	if !made {
+	c, made, fin := s.tx.addServer(s, k, in, req)
+	switch {
+	case fin:
+		if v, ok := s.tx.finServer(k); ok && v.src.addr.Addr() == in.addr.Addr() && v.resp != nil {
+			_ = s.writeTo(v.src, v.resp)
+		}
+		return
+	case !made:
 		c.retransmitted()
 		return
 	}
 	s.respond(c, req, in.addr, sipmsg.StatusOK, "OK")
 	c.abandon()
-	p.canceled()
+	if p != nil {
+		p.canceled()
+	}
 }
 
 // onResponse passes a response to the transaction whose branch its top Via carries, if
@@ -121,16 +148,39 @@ func (s *Server) onResponse(res *sipmsg.Response) {
 		return
 	}
 	branch, _ := via.Params.Get("branch")
-	p := s.tx.findClient(branch)
-	if p == nil {
+	src, ok := responseSource(res)
+	if !ok {
 		s.m.drop(dropStrayResponse)
 		return
 	}
-	if src, ok := responseSource(res); !ok || src.Addr() != p.out.addr.Addr() {
+	if p := s.tx.findClient(branch); p != nil {
+		if src.Addr() != p.out.addr.Addr() {
+			s.m.drop(dropStrayResponse)
+			return
+		}
+		p.onResponse(res)
+		return
+	}
+	v, found := s.tx.finClient(branch)
+	if !found || src.Addr() != v.out.addr.Addr() {
 		s.m.drop(dropStrayResponse)
 		return
 	}
-	p.onResponse(res)
+	// A retransmission after the final: relay a 2xx (RFC 6026: the UAS retransmits it
+	// until our caller's ACK arrives), ACK a non-2xx again; the rest is absorbed.
+	code := res.StatusCode
+	if cs := res.CSeq(); cs != nil && cs.MethodName == sipmsg.CANCEL {
+		return
+	}
+	switch {
+	case v.invite && v.accepted && code >= 200 && code < 300:
+		res.RemoveHeader("Via") // our own, top
+		b := encode(res)
+		_ = s.writeTo(v.src, b.Bytes())
+		release(b)
+	case v.invite && code >= 300 && v.ack != nil:
+		_ = s.writeTo(v.out, v.ack)
+	}
 }
 
 // abandon drops p when the handler neither answered nor relayed its request (dropped as

@@ -23,11 +23,14 @@ import (
 //   - by the branch of the edge's own Via, for the responses of the next hop.
 //
 // A transaction in progress holds the parsed request and the serialized forwarded request
-// (for UDP retransmission). A finished one keeps only what absorbing retransmissions needs
-// — its keys, both flows, the serialized last response and the ACK of a non-2xx answer —
-// for the RFC windows (64·T1 = 32 s, Timers J/L/M/D; Config.TransactionLinger shortens
-// them), in a FIFO bounded by maxFinished, oldest evicted first. Timers run on one
-// [timerWheel]. Safe for concurrent use.
+// (for UDP retransmission). A finished one becomes a pointer-free record (finished.go)
+// holding only what absorbing retransmissions needs — its keys, both flows, the serialized
+// last response and the ACK of a non-2xx answer — for the RFC windows (64·T1 = 32 s,
+// Timers J/L/M/D; Config.TransactionLinger shortens them), in a FIFO bounded by
+// maxFinished and maxFinishedBytes, oldest evicted first. Timers run on one [timerWheel].
+// Lookups try the transactions in progress first, then the finished ones; a transaction
+// is indexed as finished before it leaves the live index, so a retransmission never
+// finds neither. Safe for concurrent use.
 type txTable struct {
 	seed   maphash.Seed
 	shards [txShards]txShard
@@ -35,9 +38,7 @@ type txTable struct {
 	linger time.Duration
 
 	finMu sync.Mutex
-	fin   []*ptx // ring of finished transactions, oldest at finHead
-	finHd int
-	finN  int
+	fin   finStore // finished transactions (finished.go)
 
 	live    atomic.Int64 // transactions not finished
 	maxLive int64        // beyond it, requests are answered without a server transaction
@@ -45,9 +46,9 @@ type txTable struct {
 
 const (
 	txShards = 64
-	// maxFinished bounds finished transactions kept to absorb retransmissions (about
-	// 0.5 KiB each): 32 s of 4000 calls/s, two transactions a call.
-	maxFinished = 1 << 18
+	// maxFinished bounds finished transactions kept to absorb retransmissions: 32 s of
+	// 8000 calls/s, two transactions a call.
+	maxFinished = 1 << 19
 )
 
 type txShard struct {
@@ -57,7 +58,7 @@ type txShard struct {
 }
 
 func newTxTable(linger time.Duration, maxLive int) *txTable {
-	t := &txTable{seed: maphash.MakeSeed(), wheel: newTimerWheel(), linger: linger, maxLive: int64(maxLive)}
+	t := &txTable{seed: maphash.MakeSeed(), wheel: newTimerWheel(), linger: linger, maxLive: int64(maxLive), fin: newFinStore()}
 	for i := range t.shards {
 		t.shards[i].srv = map[string]*ptx{}
 		t.shards[i].cli = map[string]*ptx{}
@@ -111,8 +112,7 @@ type ptx struct {
 	resp []byte // the last response sent downstream, resent on a retransmitted request
 	ack  []byte // our ACK of the next hop's non-2xx final, resent on its retransmission
 
-	tn     wheelNode // the armed timer (guarded by the wheel's mutex)
-	expire int64     // end of the linger (unix ns), once done
+	tn wheelNode // the armed timer (guarded by the wheel's mutex)
 
 	l *ptxLive // nil once finished
 }
@@ -191,18 +191,25 @@ func (t *txTable) findServer(k []byte) *ptx {
 	return p
 }
 
-// addServer returns the transaction with server key k, or makes one (made true).
-func (t *txTable) addServer(s *Server, k []byte, src flow, req *sipmsg.Request) (p *ptx, made bool) {
+// addServer returns the transaction in progress with server key k, or reports that a
+// finished one has it (fin), or makes one (made).
+func (t *txTable) addServer(s *Server, k []byte, src flow, req *sipmsg.Request) (p *ptx, made, fin bool) {
 	sh := t.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if p = sh.srv[string(k)]; p != nil {
-		return p, false
+		return p, false, false
+	}
+	t.finMu.Lock() // lock order: a shard's, then finMu
+	_, fin = t.finServerLocked(k)
+	t.finMu.Unlock()
+	if fin {
+		return nil, false, true
 	}
 	p = &ptx{s: s, skey: string(k), src: src, invite: req.IsInvite(), l: &ptxLive{req: req}}
 	sh.srv[p.skey] = p
 	t.live.Add(1)
-	return p, true
+	return p, true, false
 }
 
 // newOrphan makes a transaction with no server side (a request the edge originates),
@@ -256,66 +263,35 @@ func (t *txTable) remove(p *ptx) {
 	}
 }
 
-// finished moves p (done, its lock held by the caller) to the linger FIFO, or out of the
-// table when nothing can be retransmitted to it (both flows reliable, no linger).
+// finished records p (done, its lock held by the caller) as a finished transaction for
+// the linger, then takes it out of the live index; or only the latter when nothing can be
+// retransmitted to it (both flows reliable, no linger, no key).
 func (t *txTable) finished(p *ptx, now time.Time) {
 	t.live.Add(-1)
-	if t.linger <= 0 || (p.src.tp != "UDP" && p.out.tp != "UDP") || (p.skey == "" && p.ckey == "") {
-		t.remove(p)
-		return
+	if t.linger > 0 && (p.src.tp == "UDP" || p.out.tp == "UDP") && (p.skey != "" || p.ckey != "") {
+		t.finMu.Lock()
+		t.finPut(p, now)
+		t.finMu.Unlock()
 	}
-	p.expire = now.Add(t.linger).UnixNano()
-	var evict *ptx
-	t.finMu.Lock()
-	if t.finN == len(t.fin) {
-		if len(t.fin) < maxFinished {
-			t.growFin()
-		} else {
-			evict = t.fin[t.finHd]
-			t.fin[t.finHd] = nil
-			t.finHd = (t.finHd + 1) % len(t.fin)
-			t.finN--
-		}
-	}
-	t.fin[(t.finHd+t.finN)%len(t.fin)] = p
-	t.finN++
-	t.finMu.Unlock()
-	if evict != nil {
-		t.remove(evict)
-	}
+	t.remove(p)
 }
 
-func (t *txTable) growFin() {
-	n := min(max(2*len(t.fin), 1024), maxFinished)
-	next := make([]*ptx, n)
-	for i := range t.finN {
-		next[i] = t.fin[(t.finHd+i)%len(t.fin)]
-	}
-	t.fin, t.finHd = next, 0
-}
-
-// expire removes finished transactions whose linger ended by now.
+// expireFinished drops finished transactions whose linger ended by now.
 func (t *txTable) expireFinished(now time.Time) {
 	ns := now.UnixNano()
-	for {
-		t.finMu.Lock()
-		if t.finN == 0 || t.fin[t.finHd].expire > ns {
-			shrink := t.finN == 0 && len(t.fin) > 1024
-			if shrink {
-				t.fin, t.finHd = nil, 0 // give a burst's ring back
-			}
-			t.finMu.Unlock()
-			if shrink {
-				t.shrinkMaps()
-			}
-			return
-		}
-		p := t.fin[t.finHd]
-		t.fin[t.finHd] = nil
-		t.finHd = (t.finHd + 1) % len(t.fin)
-		t.finN--
-		t.finMu.Unlock()
-		t.remove(p)
+	t.finMu.Lock()
+	for t.finOldestExpired(ns) {
+		t.finPop()
+	}
+	shrink := t.fin.n == 0 && t.fin.touched
+	if shrink {
+		t.fin.touched = false
+		t.fin.spare = nil
+		t.fin.srv, t.fin.cli = map[uint64]uint64{}, map[uint64]uint64{} // give a burst's room back
+	}
+	t.finMu.Unlock()
+	if shrink {
+		t.shrinkMaps()
 	}
 }
 
@@ -338,7 +314,7 @@ func (t *txTable) shrinkMaps() {
 // counts returns the transactions in progress and the finished ones kept.
 func (t *txTable) counts() (live, finished int) {
 	t.finMu.Lock()
-	finished = t.finN
+	finished = t.fin.n
 	t.finMu.Unlock()
 	return int(t.live.Load()), finished
 }
@@ -353,6 +329,6 @@ func (t *txTable) clear() {
 		sh.mu.Unlock()
 	}
 	t.finMu.Lock()
-	t.fin, t.finHd, t.finN = nil, 0, 0
+	t.fin = newFinStore()
 	t.finMu.Unlock()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -69,6 +70,19 @@ func TestServerTransactionAbsorbsRetransmissions(t *testing.T) {
 	other.send(raw)
 	if got := readAll(other.conn, 300*time.Millisecond); len(got) != 0 {
 		t.Fatalf("a copy of the INVITE from another address got %q", got)
+	}
+	// A finished non-INVITE transaction (kept 32 s) answers its retransmission with the
+	// same final response.
+	opt := replace(rawRequest("OPTIONS", "sip:"+edge.Addr().String()), "127.0.0.9:5099", c.addr().String())
+	c.send(opt)
+	o1 := readAll(c.conn, 200*time.Millisecond)
+	c.send(opt)
+	o2 := readAll(c.conn, 200*time.Millisecond)
+	if len(o1) != 1 || len(o2) != 1 || !bytes.Equal(o1[0], o2[0]) || !bytes.HasPrefix(o1[0], []byte("SIP/2.0 200 ")) {
+		t.Fatalf("OPTIONS and its retransmission answered %q then %q, want the same 200 twice", o1, o2)
+	}
+	if v := metricValue(t, reg, "sipedge_sip_requests_total", map[string]string{"method": "OPTIONS"}); v != 1 {
+		t.Fatalf("OPTIONS handled %v times, want once", v)
 	}
 }
 
@@ -184,7 +198,7 @@ func TestServerKeyLookupAllocatesNothing(t *testing.T) {
 	if !ok {
 		t.Fatal("no key")
 	}
-	p, made := tbl.addServer(nil, k, flow{tp: "UDP", addr: ap("127.0.0.2:5060")}, req)
+	p, made, _ := tbl.addServer(nil, k, flow{tp: "UDP", addr: ap("127.0.0.2:5060")}, req)
 	if !made {
 		t.Fatal("not made")
 	}
@@ -196,5 +210,64 @@ func TestServerKeyLookupAllocatesNothing(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Fatalf("lookup allocates %v times", n)
+	}
+}
+
+// Finished transactions are records in a chunked FIFO arena: every one is found by its
+// server key and its branch until its linger ends, oldest leave first, chunks roll over.
+func TestFinishedRecords(t *testing.T) {
+	tbl := newTxTable(time.Second, 100)
+	now := time.Now()
+	const n = 3000
+	resp := bytes.Repeat([]byte("r"), 900) // 3000 × ~1 KB: several 1 MiB chunks
+	src := flow{tp: "UDP", addr: ap("192.0.2.1:5060")}
+	out := flow{tp: "TCP", addr: ap("[2001:db8::1]:5070")}
+	for i := range n {
+		p := &ptx{skey: "s" + strconv.Itoa(i), ckey: "c" + strconv.Itoa(i), src: src, out: out, invite: i%2 == 0,
+			sst: srvCompleted, resp: resp}
+		if i%3 == 0 {
+			p.sst, p.resp = srvAccepted, nil
+		}
+		tbl.finMu.Lock()
+		tbl.finPut(p, now.Add(time.Duration(i)*time.Millisecond))
+		tbl.finMu.Unlock()
+	}
+	if _, fin := tbl.counts(); fin != n {
+		t.Fatalf("%d records, want %d", fin, n)
+	}
+	check := func(i int, want bool) {
+		t.Helper()
+		v, ok := tbl.finServer([]byte("s" + strconv.Itoa(i)))
+		c, okc := tbl.finClient("c" + strconv.Itoa(i))
+		if ok != want || okc != want {
+			t.Fatalf("record %d: found %v/%v, want %v", i, ok, okc, want)
+		}
+		if !want {
+			return
+		}
+		if v.src != src || c.out != out || v.invite != (i%2 == 0) || v.accepted != (i%3 == 0 && i%2 == 0) {
+			t.Fatalf("record %d: %+v", i, v)
+		}
+		if (i%3 == 0) != (v.resp == nil) || (v.resp != nil && !bytes.Equal(v.resp, resp)) {
+			t.Fatalf("record %d: response %d bytes", i, len(v.resp))
+		}
+	}
+	for i := range n {
+		check(i, true)
+	}
+	if _, ok := tbl.finServer([]byte("s-none")); ok {
+		t.Fatal("found a key never put")
+	}
+	// Linger 1 s: at now+1s+1500ms the first 1500 (put at now+i ms) are gone.
+	tbl.expireFinished(now.Add(time.Second + 1500*time.Millisecond))
+	for _, i := range []int{0, 1, 1499} {
+		check(i, false)
+	}
+	for _, i := range []int{1501, 2000, n - 1} {
+		check(i, true)
+	}
+	tbl.expireFinished(now.Add(time.Hour))
+	if _, fin := tbl.counts(); fin != 0 || len(tbl.fin.chunks) != 0 || len(tbl.fin.srv) != 0 {
+		t.Fatalf("after the linger: %d records, %d chunks, %d keys", fin, len(tbl.fin.chunks), len(tbl.fin.srv))
 	}
 }

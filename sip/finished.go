@@ -1,0 +1,283 @@
+package sip
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/maphash"
+	"net/netip"
+	"time"
+)
+
+// Finished transactions, kept for the RFC windows to absorb retransmissions, live outside
+// the Go heap's pointer graph: each is a record appended to a FIFO arena of byte chunks,
+// found through two maps from a key's hash to the record's position. Nothing in them holds
+// a pointer, so the garbage collector neither scans nor marks them, and a record costs its
+// bytes (≈ 60 bytes of header, the two keys, the last response, our ACK) plus two map
+// slots — a third of a transaction object. Records leave in order, when their linger ends
+// or to make room (maxFinished, maxFinishedBytes), oldest first. A hash collision can only
+// make a record unreachable (the later one wins its slot); a hit is always checked against
+// the record's own key bytes. Guarded by txTable.finMu.
+//
+// Record layout (little endian):
+//
+//	expire[8] flags[1] src flow[19] out flow[19] len(skey)[2] len(ckey)[2] len(resp)[2] len(ack)[2]
+//	skey ckey resp ack
+type finStore struct {
+	chunks  [][]byte // chunks in order; chunks[0] holds the oldest record
+	used    []int    // bytes written into each chunk
+	head    int      // offset of the oldest record in chunks[0]
+	base    uint64   // sequence number of chunks[0]
+	n       int      // records
+	bytes   int      // bytes held by records
+	spare   []byte   // a released chunk, reused
+	srv     map[uint64]uint64
+	cli     map[uint64]uint64
+	touched bool // grew since the last shrink
+}
+
+const (
+	finChunk     = 1 << 20
+	finHeader    = 8 + 1 + 2*flowBytes + 8
+	finInvite    = 1 << 0
+	finAccepted  = 1 << 1 // an INVITE answered 2xx (RFC 6026 Accepted)
+	finHasServer = 1 << 2
+	// maxFinishedBytes bounds the arena: at about 350 bytes a transaction, 32 s of
+	// 8000 calls/s.
+	maxFinishedBytes = 192 << 20
+)
+
+// finView is a copy of what a finished transaction knows.
+type finView struct {
+	invite, accepted bool
+	src, out         flow
+	resp, ack        []byte // copies; nil when none
+}
+
+func newFinStore() finStore {
+	return finStore{srv: map[uint64]uint64{}, cli: map[uint64]uint64{}}
+}
+
+func (f *finStore) pos(seq uint64, off int) uint64 { return seq*finChunk + uint64(off) }
+
+// record returns the bytes of the record at pos, or nil when it is gone.
+func (f *finStore) record(pos uint64) []byte {
+	seq, off := pos/finChunk, int(pos%finChunk)
+	if seq < f.base || seq-f.base >= uint64(len(f.chunks)) {
+		return nil
+	}
+	i := int(seq - f.base)
+	if i == 0 && off < f.head || off+finHeader > f.used[i] {
+		return nil
+	}
+	c := f.chunks[i]
+	n := finHeader + int(binary.LittleEndian.Uint16(c[off+47:])) + int(binary.LittleEndian.Uint16(c[off+49:])) +
+		int(binary.LittleEndian.Uint16(c[off+51:])) + int(binary.LittleEndian.Uint16(c[off+53:]))
+	return c[off : off+n]
+}
+
+func finFields(r []byte) (skey, ckey, resp, ack []byte) {
+	ls := int(binary.LittleEndian.Uint16(r[47:]))
+	lc := int(binary.LittleEndian.Uint16(r[49:]))
+	lr := int(binary.LittleEndian.Uint16(r[51:]))
+	la := int(binary.LittleEndian.Uint16(r[53:]))
+	o := finHeader
+	skey, o = r[o:o+ls], o+ls
+	ckey, o = r[o:o+lc], o+lc
+	resp, o = r[o:o+lr], o+lr
+	ack = r[o : o+la]
+	return
+}
+
+func finFlow(b []byte) flow {
+	var f flow
+	switch b[0] {
+	case tpByteUDP:
+		f.tp = "UDP"
+	case tpByteTCP:
+		f.tp = "TCP"
+	default:
+		return f
+	}
+	ip := netip.AddrFrom16([16]byte(b[1:17])).Unmap()
+	f.addr = netip.AddrPortFrom(ip, binary.BigEndian.Uint16(b[17:19]))
+	return f
+}
+
+func (f *finStore) view(r []byte) finView {
+	_, _, resp, ack := finFields(r)
+	v := finView{invite: r[8]&finInvite != 0, accepted: r[8]&finAccepted != 0,
+		src: finFlow(r[9:28]), out: finFlow(r[28:47])}
+	if len(resp) > 0 {
+		v.resp = bytes.Clone(resp)
+	}
+	if len(ack) > 0 {
+		v.ack = bytes.Clone(ack)
+	}
+	return v
+}
+
+// put appends the record of p (its lock held) and indexes it. p's keys must fit 64 KiB.
+func (t *txTable) finPut(p *ptx, now time.Time) {
+	f := &t.fin
+	need := finHeader + len(p.skey) + len(p.ckey) + len(p.resp) + len(p.ack)
+	if len(p.skey) > 0xffff || len(p.ckey) > 0xffff || len(p.resp) > 0xffff || len(p.ack) > 0xffff || need > finChunk {
+		return // cannot be kept: retransmissions are not absorbed (never for SIP the parser accepts)
+	}
+	for (f.n >= maxFinished || f.bytes+need > maxFinishedBytes) && t.finPop() {
+	}
+	last := len(f.chunks) - 1
+	if last < 0 || f.used[last]+need > finChunk {
+		c := f.spare
+		f.spare = nil
+		if c == nil {
+			c = make([]byte, finChunk)
+		}
+		f.chunks = append(f.chunks, c)
+		f.used = append(f.used, 0)
+		last++
+		if last == 0 {
+			f.head = 0
+		}
+	}
+	c, off := f.chunks[last], f.used[last]
+	r := c[off : off+need]
+	binary.LittleEndian.PutUint64(r[0:], uint64(now.Add(t.linger).UnixNano()))
+	var flags byte
+	if p.invite {
+		flags |= finInvite
+	}
+	if p.invite && p.sst == srvAccepted {
+		flags |= finAccepted
+	}
+	if p.skey != "" {
+		flags |= finHasServer
+	}
+	r[8] = flags
+	clear(r[9:47])
+	if p.src.addr.IsValid() {
+		p.src.put(r[9:28])
+	}
+	if p.out.addr.IsValid() {
+		p.out.put(r[28:47])
+	}
+	binary.LittleEndian.PutUint16(r[47:], uint16(len(p.skey)))
+	binary.LittleEndian.PutUint16(r[49:], uint16(len(p.ckey)))
+	binary.LittleEndian.PutUint16(r[51:], uint16(len(p.resp)))
+	binary.LittleEndian.PutUint16(r[53:], uint16(len(p.ack)))
+	o := finHeader
+	o += copy(r[o:], p.skey)
+	o += copy(r[o:], p.ckey)
+	o += copy(r[o:], p.resp)
+	copy(r[o:], p.ack)
+	f.used[last] += need
+	f.n++
+	f.bytes += need
+	f.touched = true
+	pos := f.pos(f.base+uint64(last), off)
+	if p.skey != "" {
+		f.srv[maphash.String(t.seed, p.skey)] = pos
+	}
+	if p.ckey != "" {
+		f.cli[maphash.String(t.seed, p.ckey)] = pos
+	}
+}
+
+// finPop drops the oldest record.
+func (t *txTable) finPop() bool {
+	f := &t.fin
+	for len(f.chunks) > 0 && f.head >= f.used[0] {
+		t.finDropChunk()
+	}
+	if len(f.chunks) == 0 {
+		return false
+	}
+	pos := f.pos(f.base, f.head)
+	r := f.record(pos)
+	skey, ckey, _, _ := finFields(r)
+	if len(skey) > 0 {
+		if h := maphash.Bytes(t.seed, skey); f.srv[h] == pos {
+			delete(f.srv, h)
+		}
+	}
+	if len(ckey) > 0 {
+		if h := maphash.Bytes(t.seed, ckey); f.cli[h] == pos {
+			delete(f.cli, h)
+		}
+	}
+	f.head += len(r)
+	f.n--
+	f.bytes -= len(r)
+	if f.head >= f.used[0] {
+		t.finDropChunk()
+	}
+	return true
+}
+
+func (t *txTable) finDropChunk() {
+	f := &t.fin
+	f.spare = f.chunks[0]
+	f.chunks[0] = nil
+	f.chunks = f.chunks[1:]
+	f.used = f.used[1:]
+	f.base++
+	f.head = 0
+	if len(f.chunks) == 0 {
+		f.chunks, f.used = nil, nil
+	}
+}
+
+// finOldestExpired reports whether the oldest record's linger ended by ns.
+func (t *txTable) finOldestExpired(ns int64) bool {
+	f := &t.fin
+	for len(f.chunks) > 0 && f.head >= f.used[0] {
+		t.finDropChunk()
+	}
+	if len(f.chunks) == 0 {
+		return false
+	}
+	r := f.chunks[0][f.head:]
+	return int64(binary.LittleEndian.Uint64(r)) <= ns
+}
+
+// finServerLocked looks k up among finished transactions (t.finMu held).
+func (t *txTable) finServerLocked(k []byte) (finView, bool) {
+	f := &t.fin
+	pos, ok := f.srv[maphash.Bytes(t.seed, k)]
+	if !ok {
+		return finView{}, false
+	}
+	r := f.record(pos)
+	if r == nil {
+		return finView{}, false
+	}
+	if skey, _, _, _ := finFields(r); !bytes.Equal(skey, k) {
+		return finView{}, false
+	}
+	return f.view(r), true
+}
+
+// finServer looks a server key up among finished transactions.
+func (t *txTable) finServer(k []byte) (finView, bool) {
+	t.finMu.Lock()
+	defer t.finMu.Unlock()
+	return t.finServerLocked(k)
+}
+
+// finClient looks our branch up among finished transactions.
+func (t *txTable) finClient(branch string) (finView, bool) {
+	t.finMu.Lock()
+	defer t.finMu.Unlock()
+	f := &t.fin
+	pos, ok := f.cli[maphash.String(t.seed, branch)]
+	if !ok {
+		return finView{}, false
+	}
+	r := f.record(pos)
+	if r == nil {
+		return finView{}, false
+	}
+	if _, ckey, _, _ := finFields(r); string(ckey) != branch {
+		return finView{}, false
+	}
+	return f.view(r), true
+}
