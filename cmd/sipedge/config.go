@@ -136,7 +136,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.StripHeaders, "strip-headers", c.StripHeaders, "comma-separated headers removed from PBXs' initial INVITEs before the core")
 	fs.StringVar(&c.UserAgent, "user-agent", c.UserAgent, "Server/User-Agent header the edge sends (no version by default)")
 	fs.DurationVar(&c.TransactionLinger, "transaction-linger", c.TransactionLinger, "how long finished SIP transactions are kept for retransmissions (0: RFC 3261 64*T1 = 32s)")
-	fs.IntVar(&c.UDPReaders, "udp-readers", c.UDPReaders, "goroutines reading and parsing the SIP UDP socket (0: 1; more can help with idle cores)")
+	fs.IntVar(&c.UDPReaders, "udp-readers", c.UDPReaders, "goroutines reading, parsing and handling the SIP UDP socket (0: one per CPU, at most 16)")
 	fs.StringVar(&c.PprofListen, "pprof-listen", c.PprofListen, "serve Go's /debug/pprof/ profiles on this address, e.g. 127.0.0.1:6060 (default: off; never expose it)")
 	fs.StringVar(&c.APIAllow, "api-allow", c.APIAllow, "comma-separated CIDRs allowed to reach the HTTP API and /metrics (default: everyone)")
 	fs.StringVar(&c.MetricsAllow, "metrics-allow", c.MetricsAllow, "comma-separated CIDRs allowed to scrape /metrics (default: as --api-allow)")
