@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
-	"net/netip"
 	"time"
 )
 
@@ -88,18 +87,10 @@ func finFields(r []byte) (skey, ckey, resp, ack []byte) {
 	return
 }
 
+// finFlow reads a flow a record stores as route.go's flow.put writes it (invalid: the
+// zero flow).
 func finFlow(b []byte) flow {
-	var f flow
-	switch b[0] {
-	case tpByteUDP:
-		f.tp = "UDP"
-	case tpByteTCP:
-		f.tp = "TCP"
-	default:
-		return f
-	}
-	ip := netip.AddrFrom16([16]byte(b[1:17])).Unmap()
-	f.addr = netip.AddrPortFrom(ip, binary.BigEndian.Uint16(b[17:19]))
+	f, _ := getFlow(b)
 	return f
 }
 

@@ -376,25 +376,11 @@ func (p *ptx) ackUpstream(res *sipmsg.Response) {
 	if fw == nil {
 		return
 	}
-	a := sipmsg.NewRequest(sipmsg.ACK, fw.Recipient)
-	a.SipVersion = fw.SipVersion
-	a.AppendHeader(fw.Via())
-	for _, h := range fw.Headers() {
-		if _, ok := h.(*sipmsg.RouteHeader); ok {
-			a.AppendHeader(h)
-		}
+	to := res.To()
+	if to == nil {
+		to = fw.To()
 	}
-	mf := sipmsg.MaxForwardsHeader(70)
-	a.AppendHeader(&mf)
-	a.AppendHeader(fw.From())
-	if to := res.To(); to != nil {
-		a.AppendHeader(to)
-	} else {
-		a.AppendHeader(fw.To())
-	}
-	a.AppendHeader(fw.CallID())
-	a.AppendHeader(&sipmsg.CSeqHeader{SeqNo: fw.CSeq().SeqNo, MethodName: sipmsg.ACK})
-	a.SetBody(nil)
+	a := sameTransaction(fw, sipmsg.ACK, to)
 	b := encode(a)
 	if p.out.tp == "UDP" {
 		p.ack = append([]byte(nil), b.Bytes()...)

@@ -254,24 +254,32 @@ func (s *Server) onFinal(fw *sipmsg.Request, res *sipmsg.Response, info relayInf
 // Request-URI, top Via (branch), Route and Call-ID/From/To, CSeq number with method
 // CANCEL, same destination.
 func (s *Server) cancelFor(fw *sipmsg.Request) *sipmsg.Request {
-	c := sipmsg.NewRequest(sipmsg.CANCEL, fw.Recipient)
-	c.SipVersion = fw.SipVersion
-	c.AppendHeader(fw.Via())
-	for _, h := range fw.Headers() {
-		if _, ok := h.(*sipmsg.RouteHeader); ok {
-			c.AppendHeader(h)
-		}
-	}
-	mf := sipmsg.MaxForwardsHeader(70)
-	c.AppendHeader(&mf)
-	c.AppendHeader(fw.From())
-	c.AppendHeader(fw.To())
-	c.AppendHeader(fw.CallID())
-	c.AppendHeader(&sipmsg.CSeqHeader{SeqNo: fw.CSeq().SeqNo, MethodName: sipmsg.CANCEL})
-	c.SetBody(nil)
+	c := sameTransaction(fw, sipmsg.CANCEL, fw.To())
 	c.SetTransport(fw.Transport())
 	c.SetDestination(fw.Destination())
 	return c
+}
+
+// sameTransaction builds a request of method that belongs to the transaction of the
+// forwarded INVITE fw, as CANCEL and the ACK of a non-2xx do (RFC 3261 §9.1, §17.1.1.3):
+// fw's Request-URI, top Via, Routes, From, Call-ID and CSeq number, with the given To.
+func sameTransaction(fw *sipmsg.Request, method sipmsg.RequestMethod, to *sipmsg.ToHeader) *sipmsg.Request {
+	r := sipmsg.NewRequest(method, fw.Recipient)
+	r.SipVersion = fw.SipVersion
+	r.AppendHeader(fw.Via())
+	for _, h := range fw.Headers() {
+		if _, ok := h.(*sipmsg.RouteHeader); ok {
+			r.AppendHeader(h)
+		}
+	}
+	mf := sipmsg.MaxForwardsHeader(70)
+	r.AppendHeader(&mf)
+	r.AppendHeader(fw.From())
+	r.AppendHeader(to)
+	r.AppendHeader(fw.CallID())
+	r.AppendHeader(&sipmsg.CSeqHeader{SeqNo: fw.CSeq().SeqNo, MethodName: method})
+	r.SetBody(nil)
+	return r
 }
 
 // hangUpUpstream ends a call upstream answered 2xx but the caller no longer wants: ACK

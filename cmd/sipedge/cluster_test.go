@@ -66,29 +66,10 @@ type redisServer struct {
 	cmd  *exec.Cmd
 }
 
+// startRedis starts a non-persistent redis-server on port (see startRedisArgs).
 func startRedis(t *testing.T, port int) *redisServer {
 	t.Helper()
-	bin := os.Getenv("SIPEDGE_TEST_REDIS_BIN")
-	if bin == "" {
-		bin = "redis-server"
-	}
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	r := &redisServer{t: t, port: port, cmd: cmd}
-	t.Cleanup(r.stop)
-	c := r.client()
-	defer c.Close()
-	for i := 0; ; i++ {
-		if c.Ping(context.Background()).Err() == nil {
-			return r
-		}
-		if i > 100 {
-			t.Fatal("redis-server did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startRedisArgs(t, port)
 }
 
 func (r *redisServer) client() *redis.Client {
