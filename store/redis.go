@@ -94,7 +94,11 @@ func jitter(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceil))) + 100*time.Microsecond
 }
 
-var errWriteRace = fmt.Errorf("%w: concurrent write, retry", ErrConflict)
+// errWriteRace: other writes kept committing between this one's reads and its EXEC until
+// its attempts or its time ran out. Nothing was written and nothing about the request is
+// wrong, so it is the store being busy (503 with Retry-After), not a conflict the client
+// must resolve (409): a retry with the same Idempotency-Key is safe.
+var errWriteRace = fmt.Errorf("%w: concurrent writes, retry", ErrUnavailable)
 
 // watched runs fn on a connection that WATCHes the version key, then fn's queued writes
 // and exec in one MULTI/EXEC on the same connection. It retries with jittered backoff
