@@ -22,7 +22,8 @@ import (
 // continuations, with curl's own rules (-d without -X is a POST, form-encoded unless a
 // Content-Type is given). Any other line fails the test.
 func TestReadmeQuickStart(t *testing.T) {
-	e := newEnv(t)
+	// `make run`'s SIP domain: the quick start's trunk_domain must be valid there.
+	e := newEnv(t, withConfig(func(c *Config) { c.SIPDomain = "sipedge.local" }))
 	raw, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
