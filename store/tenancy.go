@@ -305,13 +305,6 @@ func (s *Store) checkACLTenancy(ctx context.Context, t tx, c *change, before, af
 	if len(after.Entries) > lim.MaxEntriesPerACL && (before == nil || len(after.Entries) > len(before.Entries)) {
 		return &QuotaError{What: "entries per IP access control list", Limit: lim.MaxEntriesPerACL}
 	}
-	ix, rebuilt, epoch, err := s.currentIndex(ctx, t)
-	if err != nil {
-		return err
-	}
-	if !rebuilt {
-		defer s.tenancy.mu.Unlock()
-	}
 	old := map[netip.Prefix]bool{}
 	if before != nil && (before.Shared == after.Shared || !before.Shared) {
 		for _, p := range prefixesOf(before) {
@@ -327,6 +320,19 @@ func (s *Store) checkACLTenancy(ctx context.Context, t tx, c *change, before, af
 			return fmt.Errorf("%w: ip address %s: shorter than this account's minimum prefix /%d", ErrInvalid, acl.CanonicalString(p), min)
 		}
 		fresh = append(fresh, p)
+	}
+	if before != nil && len(fresh) == 0 && len(after.Entries) <= len(before.Entries) {
+		// Nothing new and nothing more (a disable, a description, a removal): no rule to
+		// check, so no index to consult — such a write never waits for a rebuild, however
+		// busy other writers keep the data set.
+		return s.noteTenancyDelta(ctx, c, &tenancyDelta{before: before, after: after})
+	}
+	ix, rebuilt, epoch, err := s.currentIndex(ctx, t)
+	if err != nil {
+		return err
+	}
+	if !rebuilt {
+		defer s.tenancy.mu.Unlock()
 	}
 	total := ix.entries[after.Account] + len(after.Entries)
 	if before != nil {
@@ -357,18 +363,20 @@ func minBits(l acl.Limits, p netip.Prefix) int {
 	return l.MinPrefixV6
 }
 
-// noteACLDelete records the index change of deleting a.
-func (s *Store) noteACLDelete(ctx context.Context, t tx, c *change, a *acl.IPACL) error {
-	ix, rebuilt, epoch, err := s.currentIndex(ctx, t)
-	d := &tenancyDelta{epoch: epoch, before: a}
+// noteACLDelete records the index change of deleting a (no rule to check).
+func (s *Store) noteACLDelete(ctx context.Context, _ tx, c *change, a *acl.IPACL) error {
+	return s.noteTenancyDelta(ctx, c, &tenancyDelta{before: a})
+}
+
+// noteTenancyDelta records in c a change of the index that needed no check: the cached
+// index takes it at the commit when it is at the version before (else it is rebuilt on
+// its next use).
+func (s *Store) noteTenancyDelta(ctx context.Context, c *change, d *tenancyDelta) error {
+	epoch, err := s.tenancyEpoch(ctx)
 	if err != nil {
 		return err
 	}
-	if rebuilt {
-		d.base = ix
-	} else {
-		s.tenancy.mu.Unlock()
-	}
+	d.epoch = epoch
 	c.tenancy = d
 	return nil
 }
