@@ -460,6 +460,7 @@ func TestRecentSetBounded(t *testing.T) {
 func TestStrayResponsesDroppedBeforeParsing(t *testing.T) {
 	edge, _, reg := newDefenceRig(t, nil)
 	before := metricValue(t, reg, "sipedge_sip_dropped_total", map[string]string{"reason": dropStrayResponse})
+	pooled := edge.tp.Pool("udp").Size()
 	for i := range 20 {
 		c := newRawUDP(t, fmt.Sprintf("127.0.1.%d", i+1), edge.Addr())
 		c.send([]byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP " + edge.Addr().String() + ";branch=z9hG4bKstray\r\n" +
@@ -471,6 +472,11 @@ func TestStrayResponsesDroppedBeforeParsing(t *testing.T) {
 			t.Fatalf("stray responses dropped: %v of 20", metricValue(t, reg, "sipedge_sip_dropped_total", map[string]string{"reason": dropStrayResponse})-before)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Dropped before parsing: sipgo never saw them, so it pooled none of their sources
+	// (a parsed stray would be counted too, later, but its source would be pooled).
+	if n := edge.tp.Pool("udp").Size(); n > pooled {
+		t.Fatalf("sipgo's UDP pool grew from %d to %d: stray responses reached its read loop", pooled, n)
 	}
 }
 
