@@ -37,7 +37,7 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 		// which no status line or Via does), so a source cannot pack many requests into
 		// one read. A chunk holding none (a body, a split header) spends nothing.
 		src := netAddrPort(p.RemoteAddr).Addr()
-		for range max(bytes.Count(data, requestLineEnd), 0) {
+		for range bytes.Count(data, requestLineEnd) {
 			switch s.admitSource(src) {
 			case admitBanned:
 				s.m.bannedDrop()

@@ -1,13 +1,16 @@
 package sip
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	sipmsg "github.com/emiago/sipgo/sip"
 	"github.com/sipedge/sipedge/acl"
 )
 
@@ -221,5 +224,43 @@ func TestChallengeValueParsesWithClient(t *testing.T) {
 		}
 		// The icholy client (used by sipgo) can answer it.
 		_ = answerChallenge(t, v, "INVITE", "sip:x@example.org", "u", "p", 1, "c")
+	}
+}
+
+// memGuard is a ReplayGuard shared by "nodes" in one process (Redis's SET NX in production).
+type memGuard struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (g *memGuard) FirstUse(_ context.Context, key string, _ time.Duration) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.seen[key] {
+		return false, nil
+	}
+	g.seen[key] = true
+	return true, nil
+}
+
+// TestReplayRefusedByAnotherNode: an answer accepted by one node is refused when replayed
+// to another node sharing the nonce key, through the cluster's replay guard (each node's
+// own cache has never seen it).
+func TestReplayRefusedByAnotherNode(t *testing.T) {
+	snap := mustCompile(t, testDataset(""))
+	g := &memGuard{seen: map[string]bool{}}
+	a, b := newAuthenticator(testRealm, time.Minute, testKey), newAuthenticator(testRealm, time.Minute, testKey)
+	a.guard, b.guard = g, g
+	src := aa("127.0.0.9")
+	pa := digestFor(t, a, src, acl.DigestMD5, testUser, testPassword, 1)
+	req := func() *sipmsg.Request {
+		return parseReq(t, rawRequest("INVITE", "sip:service@127.0.0.1:5060", pa), netip.AddrPortFrom(src, 5099).String())
+	}
+	algs := []string{acl.DigestMD5}
+	if d := decide(snap, netip.AddrPortFrom(src, 5099), req(), a, algs); d.Digest != digestOK {
+		t.Fatalf("first use on node a: %v", d.Digest)
+	}
+	if d := decide(snap, netip.AddrPortFrom(src, 5099), req(), b, algs); d.Digest != digestReplay || d.Verdict.Allowed() {
+		t.Fatalf("replay on node b: %v %v, want replay, not allowed", d.Digest, d.Verdict)
 	}
 }

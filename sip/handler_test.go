@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/netip"
 	"regexp"
@@ -473,4 +474,20 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestTCPBudgetPerRequest: over TCP every request in a read spends one unit of the
+// source's budget, so packing many requests into one read does not get around it.
+func TestTCPBudgetPerRequest(t *testing.T) {
+	cfg := baseConfig()
+	cfg.RateLimitRequests = 10
+	s := newUnitServer(t, cfg, policyOf(nil))
+	tcp := sipmsg.TransportReadProps{Transport: "TCP", RemoteAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.77"), Port: 5060}}
+	one := "OPTIONS sip:edge@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.77;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"
+	if _, err := s.readFilter(tcp, []byte(one)); err != nil {
+		t.Fatalf("one request: %v", err)
+	}
+	if _, err := s.readFilter(tcp, []byte(strings.Repeat(one, 20))); !errors.Is(err, errRateLimited) {
+		t.Fatalf("20 requests in one read over a budget of 10: %v, want errRateLimited", err)
+	}
 }
