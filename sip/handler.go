@@ -216,7 +216,7 @@ func (s *Server) onAck(req *sipmsg.Request, src netip.AddrPort) {
 		s.m.drop(dropAck)
 		return
 	}
-	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
+	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, toCore: rt.dir == towardsUpstream, ruri: rt.ruri})
 	if err := s.sendStateless(fw); err != nil {
 		s.m.drop(dropAck)
 		s.log.Debug().Err(err).Str("call_id", callIDOf(req)).Msg("forward ACK failed")
@@ -247,7 +247,7 @@ func (s *Server) onInDialog(req *sipmsg.Request, tx serverTx, src netip.AddrPort
 		s.unavailable503(tx, req, src)
 		return
 	}
-	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, dropRoutes: rt.dir == towardsUpstream, ruri: rt.ruri})
+	fw := s.buildForward(req, src, rt.next, forwardOpts{skipRoutes: rt.skip, toCore: rt.dir == towardsUpstream, ruri: rt.ruri})
 	s.pending.Add(1)
 	s.relay(req, tx, src, fw, rt.next, relayInfo{dialog: rt.dialog, grant: rt.grant, pending: true})
 }

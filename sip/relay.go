@@ -55,7 +55,7 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx serverTx, src netip.AddrPor
 		rrs = append(rrs, s.adv.recordRoute(tok, hop.flow.tp))
 	}
 	rrs = append(rrs, s.adv.recordRoute(tok, pbx.tp))
-	fw := s.buildForward(req, src, hop.flow, forwardOpts{rrs: rrs, dropRoutes: true, ruri: &hop.spec, initial: d})
+	fw := s.buildForward(req, src, hop.flow, forwardOpts{rrs: rrs, toCore: true, ruri: &hop.spec, initial: d})
 
 	if !s.caps.pendingAdmit(d.Trunk, s.cfg.MaxPendingPerTrunk, s.cfg.MaxPendingPerAccount) {
 		slot.release()
@@ -74,11 +74,13 @@ func (s *Server) relayInvite(req *sipmsg.Request, tx serverTx, src netip.AddrPor
 type forwardOpts struct {
 	rrs        []sipmsg.Header // our Record-Route(s), initial INVITE only
 	skipRoutes int             // our own Route headers on top, removed (loose routing)
-	dropRoutes bool            // remove every Route: towards the upstream the edge alone picks the hop
-	ruri       *upstreamSpec   // non-nil: Request-URI host:port rewritten to the upstream's
-	// initial is the decision of an initial INVITE from a PBX: the request crosses the
-	// trust boundary towards the core (DESIGN §4): maddr and identity headers the PBX may
-	// not assert are removed, and the edge's own X-Sipedge-* headers added.
+	// toCore: a PBX's request on its way to the upstream (initial or in-dialog). Every
+	// Route is removed (the edge alone picks the hop) and so are the identity headers a
+	// PBX may not assert (DESIGN §4), in every request of the dialog, not only the first.
+	toCore bool
+	ruri   *upstreamSpec // non-nil: Request-URI host:port rewritten to the upstream's
+	// initial is the decision of an initial INVITE from a PBX (toCore too): maddr is
+	// removed and the edge's own X-Sipedge-* headers added.
 	initial *decision
 }
 
@@ -86,12 +88,13 @@ type forwardOpts struct {
 // req (sipgo's Clone shares Max-Forwards and freezes the destination, notes traps 1-2):
 //   - our Via on top (built by hand, trap 8), received/rport stamped on the sender's Via;
 //   - o.rrs inserted above the first existing Record-Route (else below the Vias);
-//   - our Route headers removed (loose routing), and every Route with o.dropRoutes;
+//   - our Route headers removed (loose routing), and every Route with o.toCore;
 //   - a new Max-Forwards, one lower;
 //   - every Proxy-Authorization removed, whatever its spelling (trap 10);
 //   - o.ruri != nil: Request-URI host:port rewritten to the upstream's;
-//   - o.initial != nil: maddr, P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID
-//     and the configured identity-header prefixes removed, X-Sipedge-* added;
+//   - o.toCore: P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID and the
+//     configured identity-header prefixes removed;
+//   - o.initial != nil: maddr removed, X-Sipedge-* added;
 //   - transport and destination set.
 func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow, o forwardOpts) *sipmsg.Request {
 	fw := sipmsg.NewRequest(req.Method, req.Recipient)
@@ -155,7 +158,7 @@ func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow,
 				continue
 			}
 		case *sipmsg.RouteHeader:
-			if skip > 0 || o.dropRoutes {
+			if skip > 0 || o.toCore {
 				skip--
 				continue
 			}
@@ -167,7 +170,7 @@ func (s *Server) buildForward(req *sipmsg.Request, src netip.AddrPort, out flow,
 			if strings.EqualFold(h.Name(), "Proxy-Authorization") {
 				continue
 			}
-			if o.initial != nil && s.hdrs.untrusted(h.Name()) {
+			if o.toCore && s.hdrs.untrusted(h.Name()) {
 				continue
 			}
 		}
@@ -404,7 +407,9 @@ func (s *Server) routeInDialog(req *sipmsg.Request, src netip.AddrPort) (inDialo
 		rt.dialog = dialogKey(callID, toTag)
 		return rt, s.grantHolds(req, src, &rt, now)
 	}
-	if req.IsAck() || s.dlg.ended(dialogKey(callID, fromTag)) {
+	// Not for an INVITE either: an INVITE naming no dialog of this edge is a new call in
+	// disguise, and only the decision (caps, boundary, headers) may let one through.
+	if req.IsAck() || req.IsInvite() || s.dlg.ended(dialogKey(callID, fromTag)) {
 		return rt, false
 	}
 	pol := s.policy()

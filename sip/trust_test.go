@@ -189,3 +189,41 @@ func TestCancelMatchesBranchAndSource(t *testing.T) {
 	}
 	eventually(t, 2*time.Second, "relay ended", func() bool { return s.ActiveCalls() == 0 })
 }
+
+// TestNoRouteReInviteIsNoBackdoor: an INVITE that looks in-dialog (To tag) but names no
+// dialog of this edge and carries no Route is not relayed on the strength of its source
+// alone (it would skip the decision's caps and the boundary), and identity headers a PBX
+// sends inside a real dialog never reach the core either.
+func TestNoRouteReInviteIsNoBackdoor(t *testing.T) {
+	r := newRig(t, "UDP", nil)
+	c := newRawUDP(t, "127.0.0.2", r.edge.Addr())
+	raw := replace(rawRequest("INVITE", "sip:100@t1.example.org", "P-Asserted-Identity: <sip:+15550001111@127.0.0.77>"),
+		"To: <sip:100@t1.example.org>", "To: <sip:100@t1.example.org>;tag=forged")
+	if res := c.request(raw, 2*time.Second); res == nil || res.StatusCode == 200 {
+		t.Fatalf("a to-tagged INVITE with no dialog from the listed PBX: %v, want refused", res)
+	}
+	if n := r.uas.reinvites.Load() + r.uas.invites.Load(); n != 0 {
+		t.Fatalf("the core got %d INVITEs", n)
+	}
+	// Inside a real dialog, the PBX's re-INVITE loses its identity headers too.
+	pbx := r.uac(t, "127.0.0.2", "UDP")
+	res, inv, _ := pbx.call("", "", "")
+	if res.StatusCode != 200 {
+		t.Fatalf("call: %d", res.StatusCode)
+	}
+	pbx.ack(inv, res)
+	re := pbx.inDialog(sipmsg.INVITE, inv, res, 2)
+	re.AppendHeader(sipmsg.NewHeader("P-Asserted-Identity", "<sip:+15550001111@127.0.0.77>"))
+	re.AppendHeader(sipmsg.NewHeader("X-Sipedge-Trunk", "forged"))
+	if fin, _, err := pbx.send(re, nil); err != nil || fin.StatusCode != 200 {
+		t.Fatalf("re-INVITE: %v %v", fin, err)
+	}
+	r.uas.mu.Lock()
+	got := r.uas.lastRe
+	r.uas.mu.Unlock()
+	for _, name := range []string{"P-Asserted-Identity", "X-Sipedge-Trunk"} {
+		if hs := got.GetHeaders(name); len(hs) != 0 {
+			t.Errorf("%s of a re-INVITE reached the core: %q", name, hs[0].Value())
+		}
+	}
+}
