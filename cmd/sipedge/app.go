@@ -47,7 +47,7 @@ func serve(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer
 	)
 
 	if cfg.RedisURL == "" {
-		if err := checkPrivate("--data-dir", cfg.DataDir); err != nil {
+		if err := checkPrivateDir(cfg.DataDir, log); err != nil {
 			return err
 		}
 	}
@@ -325,7 +325,7 @@ func nonceKey(cfg Config, log zerolog.Logger) ([]byte, error) {
 		return randomKey()
 	}
 	path := filepath.Join(cfg.DataDir, "nonce.key")
-	if err := checkPrivate("--data-dir", cfg.DataDir); err != nil {
+	if err := checkPrivateDir(cfg.DataDir, log); err != nil {
 		return nil, err
 	}
 	if err := checkPrivate("nonce key file", path); err != nil {

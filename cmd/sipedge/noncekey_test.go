@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+	"github.com/sipedge/sipedge/store"
 )
 
 // The digest nonce key: SIPEDGE_NONCE_KEY wins; in embedded mode a generated key is kept
@@ -59,7 +60,9 @@ func TestNonceKey(t *testing.T) {
 }
 
 // The data directory and the nonce key files hold the data set and a secret: group- or
-// world-accessible ones refuse the start with a message naming the path and the fix.
+// world-accessible key files and a data directory others may write refuse the start with a
+// message naming the path and the fix; a data directory others may only list (`mkdir -p`
+// under umask 022) is tightened to owner-only.
 func TestPrivatePathsRefused(t *testing.T) {
 	log := zerolog.Nop()
 	dir := filepath.Join(t.TempDir(), "data")
@@ -74,8 +77,8 @@ func TestPrivatePathsRefused(t *testing.T) {
 	}{
 		{"world-readable key file", key, 0o644},
 		{"group-writable key file", key, 0o620},
-		{"group-readable data dir", dir, 0o750},
 		{"world-writable data dir", dir, 0o703},
+		{"group-writable data dir", dir, 0o770},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := os.Chmod(tc.path, tc.mode); err != nil {
@@ -91,6 +94,28 @@ func TestPrivatePathsRefused(t *testing.T) {
 	}
 	if _, err := nonceKey(Config{DataDir: dir}, log); err != nil {
 		t.Fatalf("private again: %v", err)
+	}
+	for _, mode := range []os.FileMode{0o755, 0o750, 0o711} {
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nonceKey(Config{DataDir: dir}, log); err != nil {
+			t.Fatalf("data dir %04o: %v, want it tightened", mode, err)
+		}
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != mode&0o700 {
+			t.Fatalf("data dir %04o: now %v (%v), want %04o", mode, fi.Mode().Perm(), err, mode&0o700)
+		}
+	}
+	// A database file others can read is refused even in a private directory.
+	db := filepath.Join(dir, store.BoltFile)
+	if err := os.WriteFile(db, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPrivateDir(dir, log); err == nil || !strings.Contains(err.Error(), db) {
+		t.Fatalf("world-readable %s: %v", db, err)
+	}
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
 	}
 
 	// SIPEDGE_NONCE_KEY_FILE: the same rule.

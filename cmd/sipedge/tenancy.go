@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -126,22 +124,4 @@ func upstreamAllow(ctx context.Context, cfg Config, log zerolog.Logger) []netip.
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out
-}
-
-// checkPrivate refuses a path (the data directory, a key file) that group or others may
-// read or write: it holds the data set or a secret. A missing path is fine (created
-// owner-only later).
-func checkPrivate(what, path string) error {
-	fi, err := os.Stat(path)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, path, err)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		fix := "chmod go-rwx " + path
-		return fmt.Errorf("%s %s is accessible to group or others (mode %04o): sipedge refuses to start; run %q", what, path, perm, fix)
-	}
-	return nil
 }
