@@ -64,6 +64,9 @@ func (s *Server) readFilter(p sipmsg.TransportReadProps, data []byte) ([]byte, e
 			s.m.drop(dropStrayResponse)
 			return nil, nil
 		}
+		if s.relayRawResponse(data, netAddrPort(p.RemoteAddr)) {
+			return nil, nil // relayed (or dropped as stray) from the datagram itself
+		}
 		return data, nil
 	}
 	switch s.admitSource(src) {

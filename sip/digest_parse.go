@@ -197,8 +197,9 @@ func isTokenChar(c byte) bool {
 	return false
 }
 
-func isToken(s string) bool {
-	if s == "" {
+// isToken reports whether s is a non-empty RFC 3261 token.
+func isToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -255,11 +255,11 @@ func (t *txTable) finServer(k []byte) (finView, bool) {
 }
 
 // finClient looks our branch up among finished transactions.
-func (t *txTable) finClient(branch string) (finView, bool) {
+func (t *txTable) finClient(branch []byte) (finView, bool) {
 	t.finMu.Lock()
 	defer t.finMu.Unlock()
 	f := &t.fin
-	pos, ok := f.cli[maphash.String(t.seed, branch)]
+	pos, ok := f.cli[maphash.Bytes(t.seed, branch)]
 	if !ok {
 		return finView{}, false
 	}
@@ -267,7 +267,7 @@ func (t *txTable) finClient(branch string) (finView, bool) {
 	if r == nil {
 		return finView{}, false
 	}
-	if _, ckey, _, _ := finFields(r); string(ckey) != branch {
+	if _, ckey, _, _ := finFields(r); !bytes.Equal(ckey, branch) {
 		return finView{}, false
 	}
 	return f.view(r), true

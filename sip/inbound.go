@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"net/netip"
 
 	sipmsg "github.com/emiago/sipgo/sip"
@@ -139,48 +140,95 @@ func (s *Server) onCancel(p *ptx, req *sipmsg.Request, in flow) {
 	}
 }
 
-// onResponse passes a response to the transaction whose branch its top Via carries, if
-// it came from the address that transaction sent to; anything else is stray.
+// answer is a response of the next hop as the relay handles it: parsed by sipgo (msg), or
+// the datagram itself (raw, see rawresponse.go).
+type answer struct {
+	code   int
+	cancel bool             // it answers a CANCEL: ours, never relayed
+	msg    *sipmsg.Response // the parsed response; nil on the raw path
+	raw    []byte           // the raw path: the datagram
+	via    [2]int           // the raw path: our Via's line in raw
+	buf    *bytes.Buffer    // what goes downstream, once made (down)
+}
+
+// down is the answer as it goes downstream, our Via (the top one) removed: the datagram
+// without that line, or the parsed response serialized. Made once; freed by done.
+func (a *answer) down() []byte {
+	if a.buf == nil {
+		if a.msg != nil {
+			a.msg.RemoveHeader("Via")
+			a.buf = encode(a.msg)
+		} else {
+			a.buf = bufPool.Get().(*bytes.Buffer)
+			a.buf.Reset()
+			a.buf.Write(a.raw[:a.via[0]])
+			a.buf.Write(a.raw[a.via[1]:])
+		}
+	}
+	return a.buf.Bytes()
+}
+
+func (a *answer) done() {
+	release(a.buf)
+	a.buf = nil
+}
+
+// onResponse handles a response sipgo parsed (TCP, or a datagram the raw path left).
 func (s *Server) onResponse(res *sipmsg.Response) {
 	via := res.Via()
-	if via == nil {
+	src, ok := responseSource(res)
+	if via == nil || !ok {
 		s.m.drop(dropStrayResponse)
 		return
 	}
 	branch, _ := via.Params.Get("branch")
-	src, ok := responseSource(res)
-	if !ok {
-		s.m.drop(dropStrayResponse)
-		return
+	a := answer{code: res.StatusCode, msg: res}
+	if cs := res.CSeq(); cs != nil && cs.MethodName == sipmsg.CANCEL {
+		a.cancel = true
 	}
+	s.onAnswer([]byte(branch), src, &a)
+}
+
+// relayRawResponse handles a UDP response datagram from src without parsing it, when it
+// has the plain shape (scanResponse) and its handling needs no parsed message. It reports
+// whether it took the datagram; if not, sipgo parses it and onResponse handles it.
+func (s *Server) relayRawResponse(data []byte, src netip.AddrPort) bool {
+	r, ok := scanResponse(data)
+	if !ok {
+		return false
+	}
+	a := answer{code: r.code, cancel: string(r.method) == "CANCEL", raw: data, via: r.via}
+	return s.onAnswer(r.branch, src, &a)
+}
+
+// onAnswer passes an answer to the transaction whose branch its top Via carries, if it
+// came from the address that transaction sent to; anything else is stray. It reports false
+// when the raw path must leave the answer to the parsed one.
+func (s *Server) onAnswer(branch []byte, src netip.AddrPort, a *answer) bool {
+	defer a.done()
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	if p := s.tx.findClient(branch); p != nil {
 		if src.Addr() != p.out.addr.Addr() {
 			s.m.drop(dropStrayResponse)
-			return
+			return true
 		}
-		p.onResponse(res)
-		return
+		return p.onAnswer(a)
 	}
 	v, found := s.tx.finClient(branch)
 	if !found || src.Addr() != v.out.addr.Addr() {
 		s.m.drop(dropStrayResponse)
-		return
+		return true
 	}
 	// A retransmission after the final: relay a 2xx (RFC 6026: the UAS retransmits it
 	// until our caller's ACK arrives), ACK a non-2xx again; the rest is absorbed.
-	code := res.StatusCode
-	if cs := res.CSeq(); cs != nil && cs.MethodName == sipmsg.CANCEL {
-		return
-	}
 	switch {
-	case v.invite && v.accepted && code >= 200 && code < 300:
-		res.RemoveHeader("Via") // our own, top
-		b := encode(res)
-		_ = s.writeTo(v.src, b.Bytes())
-		release(b)
-	case v.invite && code >= 300 && v.ack != nil:
+	case a.cancel:
+	case v.invite && v.accepted && a.code >= 200 && a.code < 300:
+		_ = s.writeTo(v.src, a.down())
+	case v.invite && a.code >= 300 && v.ack != nil:
 		_ = s.writeTo(v.out, v.ack)
 	}
+	return true
 }
 
 // abandon drops p when the handler neither answered nor relayed its request (dropped as

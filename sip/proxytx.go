@@ -55,28 +55,47 @@ func (p *ptx) Respond(res *sipmsg.Response) error {
 
 // respondLocked sends res downstream and moves the server side on.
 func (p *ptx) respondLocked(res *sipmsg.Response, now time.Time) error {
-	switch p.sst {
-	case srvNone:
-		return errNoServer
-	case srvCompleted, srvConfirmed, srvAccepted:
-		return errFinalSent
+	if err := p.canRespond(); err != nil {
+		return err
 	}
-	if p.done {
-		return errFinalSent
-	}
-	code := res.StatusCode
-	keep := p.src.tp == "UDP" && p.skey != "" && !(p.invite && code >= 200 && code < 300)
-	var err error
 	if sink := p.sink(); sink != nil {
-		err = sink.Respond(res)
-	} else {
-		b := encode(res)
-		err = p.s.writeTo(p.src, b.Bytes())
-		if keep {
-			p.resp = append(p.resp[:0:0], b.Bytes()...)
-		}
-		release(b)
+		err := sink.Respond(res)
+		p.responded(res.StatusCode, now)
+		return err
 	}
+	b := encode(res)
+	defer release(b)
+	return p.sendDown(res.StatusCode, b.Bytes(), now)
+}
+
+// canRespond says why p's server side cannot send a response, if it cannot.
+func (p *ptx) canRespond() error {
+	switch {
+	case p.sst == srvNone:
+		return errNoServer
+	case p.sst == srvCompleted, p.sst == srvConfirmed, p.sst == srvAccepted, p.done:
+		return errFinalSent
+	}
+	return nil
+}
+
+// sendDown writes the serialized response b (status code) to the sender as p's server
+// transaction: kept for retransmission when the transport is unreliable and it is not an
+// INVITE's 2xx, with the state change it implies.
+func (p *ptx) sendDown(code int, b []byte, now time.Time) error {
+	if err := p.canRespond(); err != nil {
+		return err
+	}
+	err := p.s.writeTo(p.src, b)
+	if p.src.tp == "UDP" && p.skey != "" && !(p.invite && code >= 200 && code < 300) {
+		p.resp = append(p.resp[:0:0], b...)
+	}
+	p.responded(code, now)
+	return err
+}
+
+// responded moves the server side on after a response of code went downstream.
+func (p *ptx) responded(code int, now time.Time) {
 	l := p.l
 	if l != nil {
 		l.tryingAt = 0
@@ -84,7 +103,7 @@ func (p *ptx) respondLocked(res *sipmsg.Response, now time.Time) error {
 	switch {
 	case code < 200:
 		p.sst = srvProceeding
-		return err
+		return
 	case !p.invite:
 		p.sst = srvCompleted
 	case code < 300:
@@ -99,7 +118,6 @@ func (p *ptx) respondLocked(res *sipmsg.Response, now time.Time) error {
 		p.sst = srvConfirmed // reliable transport: nothing to retransmit
 	}
 	p.code = int16(code)
-	return err
 }
 
 // settle re-arms p's timer and, when neither side has anything left to do, finishes it.
@@ -259,33 +277,56 @@ func (p *ptx) clientDone(now time.Time, failed bool) {
 	p.s.releaseRelay(&l.info)
 }
 
-// onResponse handles a response of the next hop to our request (or to our CANCEL).
-func (p *ptx) onResponse(res *sipmsg.Response) {
+// needsMessage reports whether handling the answer a takes sipgo's parsed response
+// rather than the datagram (see rawresponse.go): a test's recorder takes messages; the
+// ACK of a non-2xx final is built from its To; a 2xx the caller no longer wants is ended
+// along its Contact and Record-Route. Called with p.mu held.
+func (p *ptx) needsMessage(a *answer) bool {
+	if a.cancel || p.done || p.l == nil || p.cst == cliDone || p.cst == cliNone {
+		return false
+	}
+	l := p.l
+	switch {
+	case l.sink != nil:
+		return true
+	case a.code < 200:
+		return false
+	}
+	return (p.invite && a.code >= 300) || l.callerGone || (p.sst != srvNone && p.canRespond() != nil)
+}
+
+// onAnswer handles an answer of the next hop to our request (or to our CANCEL). It
+// reports false, having changed nothing, when the answer came as a datagram and handling
+// it needs the parsed response (needsMessage).
+func (p *ptx) onAnswer(a *answer) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if a.msg == nil && p.needsMessage(a) {
+		return false
+	}
 	s := p.s
 	now := time.Now()
-	if cs := res.CSeq(); cs != nil && cs.MethodName == sipmsg.CANCEL {
-		if p.l != nil && res.StatusCode >= 200 {
+	if a.cancel {
+		if p.l != nil && a.code >= 200 {
 			p.l.cancelAt, p.l.cancelb = 0, nil
 			p.settle(now)
 		}
-		return // the answer to our CANCEL is ours
+		return true // the answer to our CANCEL is ours
 	}
-	code := res.StatusCode
+	code := a.code
 	if p.done || p.l == nil || p.cst == cliDone {
 		// Retransmissions after the final: relay a 2xx (RFC 6026: the UAS retransmits
 		// it until our caller's ACK arrives), ACK a non-2xx again, absorb the rest.
 		switch {
 		case p.invite && code >= 200 && code < 300 && p.sst == srvAccepted:
-			p.forwardDown(res, now)
+			p.forwardDown(a, now)
 		case p.invite && code >= 300 && p.ack != nil:
 			_ = s.writeTo(p.out, p.ack)
 		}
-		return
+		return true
 	}
 	if p.cst == cliNone {
-		return
+		return true
 	}
 	l := p.l
 	s.m.upstreamResponse(statusClass(code))
@@ -307,61 +348,60 @@ func (p *ptx) onResponse(res *sipmsg.Response) {
 			p.sendCancel(now)
 		}
 		if code != sipmsg.StatusTrying && !l.callerGone { // 100 is hop-by-hop
-			p.forwardDown(res, now)
+			p.forwardDown(a, now)
 		}
 		p.settle(now)
-		return
+		return true
 	}
 	if l.info.initial {
 		s.m.relaySeconds(now.Sub(l.start).Seconds())
 	}
 	if p.invite && code >= 300 {
-		p.ackUpstream(res) // hop by hop (RFC 3261 §17.1.1.3)
+		p.ackUpstream(a.msg) // hop by hop (RFC 3261 §17.1.1.3)
 	}
 	switch {
 	case l.callerGone:
 		if p.invite && code < 300 {
 			s.m.drop(dropCanceled)
-			s.hangUpUpstream(l.fw, res, p.out)
+			s.hangUpUpstream(l.fw, a.msg, p.out)
 		}
 	default:
-		s.onFinal(l.fw, res, l.info)
-		if err := p.forwardDown(res, now); err != nil && p.invite && code < 300 {
+		s.onFinal(l.fw, code, l.info)
+		if err := p.forwardDown(a, now); errors.Is(err, errFinalSent) && p.invite && code < 300 {
 			// The caller's CANCEL won the race (it got its 487): the call was answered
 			// upstream but cannot be delivered. End it.
 			if l.info.initial {
 				s.dlg.end(l.info.dialog)
 			}
 			s.m.drop(dropCanceled)
-			s.hangUpUpstream(l.fw, res, p.out)
+			s.hangUpUpstream(l.fw, a.msg, p.out)
 		}
 	}
 	p.clientDone(now, false)
 	p.settle(now)
+	return true
 }
 
-// forwardDown relays a response of the next hop to the sender: our Via off the top,
-// then as the server transaction's response (a 2xx retransmission after the final goes
-// out as it is).
-func (p *ptx) forwardDown(res *sipmsg.Response, now time.Time) error {
+// forwardDown relays an answer of the next hop to the sender: our Via off the top, then
+// as the server transaction's response (a 2xx retransmission after the final goes out as
+// it is).
+func (p *ptx) forwardDown(a *answer, now time.Time) error {
 	if p.sst == srvNone {
 		return nil // a request the edge originated: its answers are its own
 	}
-	res.RemoveHeader("Via") // our own, top
-	if p.sst == srvAccepted {
-		if sink := p.sink(); sink != nil {
-			return sink.Respond(res)
+	b := a.down()
+	if sink := p.sink(); sink != nil {
+		if p.sst == srvAccepted {
+			return sink.Respond(a.msg)
 		}
-		b := encode(res)
-		err := p.s.writeTo(p.src, b.Bytes())
-		release(b)
-		return err
+		a.msg.SetDestination(p.src.addr.String())
+		a.msg.SetTransport(p.src.tp)
+		return p.respondLocked(a.msg, now)
 	}
-	if p.sink() != nil {
-		res.SetDestination(p.src.addr.String())
-		res.SetTransport(p.src.tp)
+	if p.sst == srvAccepted {
+		return p.s.writeTo(p.src, b)
 	}
-	err := p.respondLocked(res, now)
+	err := p.sendDown(a.code, b, now)
 	if err != nil {
 		p.s.m.drop(dropRespondFailed)
 	}

@@ -231,9 +231,10 @@ func (s *Server) relay(req *sipmsg.Request, tx serverTx, src netip.AddrPort, fw 
 
 // onFinal updates the dialog table and counters for a final response about to be
 // relayed.
-func (s *Server) onFinal(fw *sipmsg.Request, res *sipmsg.Response, info relayInfo) {
+func (s *Server) onFinal(fw *sipmsg.Request, code int, info relayInfo) {
+	success := code >= 200 && code < 300
 	switch {
-	case info.initial && res.IsSuccess():
+	case info.initial && success:
 		s.m.relayedCall()
 		if s.dlg.add(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.grant, info.slot) {
 			if info.slot != nil {
@@ -243,10 +244,10 @@ func (s *Server) onFinal(fw *sipmsg.Request, res *sipmsg.Response, info relayInf
 			s.m.drop(dropDialogsFull)
 		}
 	case info.dialog == "":
-	case fw.IsInvite() && res.IsSuccess():
+	case fw.IsInvite() && success:
 		// A re-INVITE answered: the dialog lives on, and so does its route.
 		s.dlg.renew(info.dialog, time.Now().Add(s.cfg.DialogTimeout), info.grant)
-	case fw.Method == sipmsg.BYE && res.StatusCode != sipmsg.StatusUnauthorized && res.StatusCode != sipmsg.StatusProxyAuthRequired:
+	case fw.Method == sipmsg.BYE && code != sipmsg.StatusUnauthorized && code != sipmsg.StatusProxyAuthRequired:
 		// Any final answer but a challenge ends the session (RFC 3261 §15.1.1), and with
 		// it the call's hold on its trunk's concurrency count.
 		s.dlg.end(info.dialog)

@@ -235,10 +235,10 @@ func (t *txTable) addClient(p *ptx, branch string) {
 	sh.mu.Unlock()
 }
 
-func (t *txTable) findClient(branch string) *ptx {
-	sh := t.shardString(branch)
+func (t *txTable) findClient(branch []byte) *ptx {
+	sh := t.shard(branch)
 	sh.mu.Lock()
-	p := sh.cli[branch]
+	p := sh.cli[string(branch)]
 	sh.mu.Unlock()
 	return p
 }

@@ -238,7 +238,7 @@ func TestFinishedRecords(t *testing.T) {
 	check := func(i int, want bool) {
 		t.Helper()
 		v, ok := tbl.finServer([]byte("s" + strconv.Itoa(i)))
-		c, okc := tbl.finClient("c" + strconv.Itoa(i))
+		c, okc := tbl.finClient([]byte("c" + strconv.Itoa(i)))
 		if ok != want || okc != want {
 			t.Fatalf("record %d: found %v/%v, want %v", i, ok, okc, want)
 		}
