@@ -286,6 +286,7 @@ func (t *txTable) expireFinished(now time.Time) {
 	shrink := t.fin.n == 0 && t.fin.touched
 	if shrink {
 		t.fin.touched = false
+		unmapChunk(t.fin.spare)
 		t.fin.spare = nil
 		t.fin.srv, t.fin.cli = map[uint64]uint64{}, map[uint64]uint64{} // give a burst's room back
 	}
@@ -329,6 +330,7 @@ func (t *txTable) clear() {
 		sh.mu.Unlock()
 	}
 	t.finMu.Lock()
+	t.fin.release()
 	t.fin = newFinStore()
 	t.finMu.Unlock()
 }

@@ -16,7 +16,7 @@ import (
 const (
 	releaseInterval  = 5 * time.Second
 	idleAllocBytes   = 8 << 20  // allocated per interval below which the process counts as idle
-	minRetainedBytes = 96 << 20 // not worth a forced GC below this
+	minRetainedBytes = 32 << 20 // not worth a forced GC below this
 	// maxIdleReleases bounds the forced GCs of one quiet period: transactions finished
 	// just before the load stopped stay live for up to 32 s (RFC timers), so the first
 	// releases return only part of the peak; after that the heap is what it is.
