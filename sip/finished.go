@@ -10,19 +10,22 @@ import (
 )
 
 // Finished transactions, kept for the RFC windows to absorb retransmissions, live outside
-// the Go heap's pointer graph: each is a record appended to a FIFO arena of byte chunks,
-// found through two maps from a key's hash to the record's position. Nothing in them holds
-// a pointer, so the garbage collector neither scans nor marks them, and a record costs its
-// bytes (≈ 60 bytes of header, the two keys, the last response, our ACK) plus two map
-// slots — a third of a transaction object. Records leave in order, when their linger ends
-// or to make room (maxFinished, maxFinishedBytes), oldest first. A hash collision can only
+// the Go heap: each is a record appended to a FIFO arena of mapped byte chunks, found
+// through two maps from a key's hash to the record's position. Nothing in them holds a
+// pointer, so the garbage collector neither scans nor counts them, and a record costs its
+// bytes (≈ 60 bytes of header, 16 for each key's digest, the last response, our ACK) plus
+// two map slots. Records leave in order, when their linger ends or to make room
+// (maxFinished, maxFinishedBytes), oldest first. A collision of the index hash can only
 // make a record unreachable (the later one wins its slot); a hit is always checked against
-// the record's own key bytes. Guarded by txTable.finMu.
+// the record's whole digest. Guarded by txTable.finMu.
 //
 // Record layout (little endian):
 //
 //	expire[8] flags[1] src flow[19] out flow[19] len(skey)[2] len(ckey)[2] len(resp)[2] len(ack)[2]
 //	skey ckey resp ack
+//
+// where skey and ckey are the keys' digests (keyDigest, 16 bytes), or empty when the
+// transaction has no such key.
 type finStore struct {
 	chunks  [][]byte // chunks in order; chunks[0] holds the oldest record
 	used    []int    // bytes written into each chunk
@@ -75,6 +78,37 @@ func (f *finStore) release() {
 	}
 	unmapChunk(f.spare)
 	f.chunks, f.used, f.spare = nil, nil, nil
+}
+
+// keyDigest is what a record keeps of a key: its hash under the table's seed (the index's
+// key, first) and under a second seed (checked on a hit). 16 bytes in place of a key of
+// 40 to 200 (branch, sent-by, method); two different keys share both hashes with a
+// probability of about 2^-128.
+type keyDigest [16]byte
+
+func (t *txTable) digest(k []byte) (d keyDigest) {
+	binary.LittleEndian.PutUint64(d[:8], maphash.Bytes(t.seed, k))
+	binary.LittleEndian.PutUint64(d[8:], maphash.Bytes(t.seed2, k))
+	return d
+}
+
+func (t *txTable) digestString(k string) (d keyDigest) {
+	binary.LittleEndian.PutUint64(d[:8], maphash.String(t.seed, k))
+	binary.LittleEndian.PutUint64(d[8:], maphash.String(t.seed2, k))
+	return d
+}
+
+// index is the digest's part the maps are keyed by.
+func (d keyDigest) index() uint64 { return binary.LittleEndian.Uint64(d[:8]) }
+
+// digestOf is the stored digest of a record's key field, or false when it has none.
+func digestOf(b []byte) (keyDigest, bool) {
+	var d keyDigest
+	if len(b) != len(d) {
+		return d, false
+	}
+	copy(d[:], b)
+	return d, true
 }
 
 // finView is a copy of what a finished transaction knows.
@@ -139,11 +173,20 @@ func (f *finStore) view(r []byte) finView {
 	return v
 }
 
-// put appends the record of p (its lock held) and indexes it. p's keys must fit 64 KiB.
+// put appends the record of p (its lock held) and indexes it.
 func (t *txTable) finPut(p *ptx, now time.Time) {
 	f := &t.fin
-	need := finHeader + len(p.skey) + len(p.ckey) + len(p.resp) + len(p.ack)
-	if len(p.skey) > 0xffff || len(p.ckey) > 0xffff || len(p.resp) > 0xffff || len(p.ack) > 0xffff || need > finChunk {
+	var skey, ckey []byte
+	if p.skey != "" {
+		d := t.digestString(p.skey)
+		skey = d[:]
+	}
+	if p.ckey != "" {
+		d := t.digestString(p.ckey)
+		ckey = d[:]
+	}
+	need := finHeader + len(skey) + len(ckey) + len(p.resp) + len(p.ack)
+	if len(p.resp) > 0xffff || len(p.ack) > 0xffff || need > finChunk {
 		return // cannot be kept: retransmissions are not absorbed (never for SIP the parser accepts)
 	}
 	for (f.n >= maxFinished || f.bytes+need > maxFinishedBytes) && t.finPop() {
@@ -185,13 +228,13 @@ func (t *txTable) finPut(p *ptx, now time.Time) {
 	if p.out.addr.IsValid() {
 		p.out.put(r[28:47])
 	}
-	binary.LittleEndian.PutUint16(r[47:], uint16(len(p.skey)))
-	binary.LittleEndian.PutUint16(r[49:], uint16(len(p.ckey)))
+	binary.LittleEndian.PutUint16(r[47:], uint16(len(skey)))
+	binary.LittleEndian.PutUint16(r[49:], uint16(len(ckey)))
 	binary.LittleEndian.PutUint16(r[51:], uint16(len(p.resp)))
 	binary.LittleEndian.PutUint16(r[53:], uint16(len(p.ack)))
 	o := finHeader
-	o += copy(r[o:], p.skey)
-	o += copy(r[o:], p.ckey)
+	o += copy(r[o:], skey)
+	o += copy(r[o:], ckey)
 	o += copy(r[o:], p.resp)
 	copy(r[o:], p.ack)
 	f.used[last] += need
@@ -199,11 +242,11 @@ func (t *txTable) finPut(p *ptx, now time.Time) {
 	f.bytes += need
 	f.touched = true
 	pos := f.pos(f.base+uint64(last), off)
-	if p.skey != "" {
-		f.srv[maphash.String(t.seed, p.skey)] = pos
+	if d, ok := digestOf(skey); ok {
+		f.srv[d.index()] = pos
 	}
-	if p.ckey != "" {
-		f.cli[maphash.String(t.seed, p.ckey)] = pos
+	if d, ok := digestOf(ckey); ok {
+		f.cli[d.index()] = pos
 	}
 }
 
@@ -219,15 +262,11 @@ func (t *txTable) finPop() bool {
 	pos := f.pos(f.base, f.head)
 	r := f.record(pos)
 	skey, ckey, _, _ := finFields(r)
-	if len(skey) > 0 {
-		if h := maphash.Bytes(t.seed, skey); f.srv[h] == pos {
-			delete(f.srv, h)
-		}
+	if d, ok := digestOf(skey); ok && f.srv[d.index()] == pos {
+		delete(f.srv, d.index())
 	}
-	if len(ckey) > 0 {
-		if h := maphash.Bytes(t.seed, ckey); f.cli[h] == pos {
-			delete(f.cli, h)
-		}
+	if d, ok := digestOf(ckey); ok && f.cli[d.index()] == pos {
+		delete(f.cli, d.index())
 	}
 	f.head += len(r)
 	f.n--
@@ -271,7 +310,8 @@ func (t *txTable) finOldestExpired(ns int64) bool {
 // finServerLocked looks k up among finished transactions (t.finMu held).
 func (t *txTable) finServerLocked(k []byte) (finView, bool) {
 	f := &t.fin
-	pos, ok := f.srv[maphash.Bytes(t.seed, k)]
+	d := t.digest(k)
+	pos, ok := f.srv[d.index()]
 	if !ok {
 		return finView{}, false
 	}
@@ -279,7 +319,7 @@ func (t *txTable) finServerLocked(k []byte) (finView, bool) {
 	if r == nil {
 		return finView{}, false
 	}
-	if skey, _, _, _ := finFields(r); !bytes.Equal(skey, k) {
+	if skey, _, _, _ := finFields(r); !bytes.Equal(skey, d[:]) {
 		return finView{}, false
 	}
 	return f.view(r), true
@@ -297,7 +337,8 @@ func (t *txTable) finClient(branch []byte) (finView, bool) {
 	t.finMu.Lock()
 	defer t.finMu.Unlock()
 	f := &t.fin
-	pos, ok := f.cli[maphash.Bytes(t.seed, branch)]
+	d := t.digest(branch)
+	pos, ok := f.cli[d.index()]
 	if !ok {
 		return finView{}, false
 	}
@@ -305,7 +346,7 @@ func (t *txTable) finClient(branch []byte) (finView, bool) {
 	if r == nil {
 		return finView{}, false
 	}
-	if _, ckey, _, _ := finFields(r); !bytes.Equal(ckey, branch) {
+	if _, ckey, _, _ := finFields(r); !bytes.Equal(ckey, d[:]) {
 		return finView{}, false
 	}
 	return f.view(r), true

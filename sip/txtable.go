@@ -33,6 +33,7 @@ import (
 // finds neither. Safe for concurrent use.
 type txTable struct {
 	seed   maphash.Seed
+	seed2  maphash.Seed // the finished records' second key hash (keyDigest)
 	shards [txShards]txShard
 	wheel  *timerWheel
 	linger time.Duration
@@ -58,7 +59,7 @@ type txShard struct {
 }
 
 func newTxTable(linger time.Duration, maxLive int) *txTable {
-	t := &txTable{seed: maphash.MakeSeed(), wheel: newTimerWheel(), linger: linger, maxLive: int64(maxLive), fin: newFinStore()}
+	t := &txTable{seed: maphash.MakeSeed(), seed2: maphash.MakeSeed(), wheel: newTimerWheel(), linger: linger, maxLive: int64(maxLive), fin: newFinStore()}
 	for i := range t.shards {
 		t.shards[i].srv = map[string]*ptx{}
 		t.shards[i].cli = map[string]*ptx{}
