@@ -7,12 +7,12 @@ import "bytes"
 // three things of each: the status code, the branch of the top Via (which names the
 // transaction) and the CSeq method (an answer to our CANCEL is ours). scanResponse reads
 // them from a UDP datagram of the plain shape every mainstream UA and proxy sends, and the
-// datagram goes downstream as it came, with the top Via's line cut out (the way Kamailio
-// relays a response), instead of being parsed into objects and serialized again.
+// datagram goes downstream as it came, with the top Via cut out (its line, or its first
+// value when the line holds several; the way Kamailio relays a response), instead of being parsed into objects and serialized again.
 //
 // Anything outside that shape is left to sipgo's parser and the parsed path, which does
-// the same thing more slowly: a folded header line, a bare LF, a top Via line holding
-// several Vias, a branch parameter the parsed path would not see, no or several CSeq,
+// the same thing more slowly: a folded header line, a bare LF, a top via-parm with
+// optional whitespace or quotes, a branch parameter the parsed path would not see, no or several CSeq,
 // From, To or Call-ID headers, no Content-Length or one that disagrees with the body, a
 // status code outside 100–699, more than maxRawHeaders header lines. So are the cases the
 // relay must build a request from the response (the ACK of a non-2xx final, ending a call
@@ -23,7 +23,7 @@ type rawResponse struct {
 	code   int
 	branch []byte // the top Via's branch parameter (aliases the datagram)
 	method []byte // the CSeq method (aliases the datagram)
-	via    [2]int // the top Via's header line, CRLF included: datagram[via[0]:via[1]]
+	via    [2]int // what to cut to remove the top Via: datagram[via[0]:via[1]]
 }
 
 // maxRawHeaders bounds the header lines scanResponse reads; a longer response takes the
@@ -75,11 +75,24 @@ func scanResponse(b []byte) (r rawResponse, ok bool) {
 		switch {
 		case isHeader(name, "Via", "v"):
 			if vias++; vias == 1 {
-				br, ok := viaBranch(value)
+				first, rest := value, []byte(nil)
+				if c := bytes.IndexByte(value, ','); c >= 0 {
+					// "Via: ours, theirs" (SIPp's [last_Via:] writes them so): only
+					// "ours, " goes.
+					first, rest = value[:c], bytes.TrimLeft(value[c+1:], " \t")
+					if len(rest) == 0 {
+						return r, false
+					}
+				}
+				br, ok := viaBranch(first)
 				if !ok {
 					return r, false
 				}
-				r.branch, r.via = br, [2]int{pos, pos + e + 2}
+				r.branch, r.via = br, [2]int{pos, pos + e + 2} // the whole line
+				if rest != nil {
+					start := pos + colon + 1 + len(line[colon+1:]) - len(bytes.TrimLeft(line[colon+1:], " \t"))
+					r.via = [2]int{start, pos + e - len(rest)}
+				}
 			}
 		case isHeader(name, "CSeq", ""):
 			cseqs++
@@ -113,10 +126,10 @@ func isHeader(name []byte, long, compact string) bool {
 	return bytes.EqualFold(name, []byte(long)) || (compact != "" && len(name) == 1 && bytes.EqualFold(name, []byte(compact)))
 }
 
-// viaBranch is the branch parameter of a Via value holding one via-parm written without
-// optional whitespace ("SIP/2.0/UDP host:port;branch=z9hG4bK…;rport"). ok is false for a
-// value holding several (a comma), a quote, whitespace after the protocol's, no or an
-// empty branch, or a branch parameter twice.
+// viaBranch is the branch parameter of one via-parm written without optional whitespace
+// ("SIP/2.0/UDP host:port;branch=z9hG4bK…;rport"). ok is false for one holding a comma, a
+// quote, whitespace after the protocol's, a malformed sent-by, no or an empty branch, or
+// a branch parameter twice.
 func viaBranch(v []byte) (branch []byte, ok bool) {
 	sp := bytes.IndexByte(v, ' ')
 	if sp < 0 || len(v) < 8 || string(v[:8]) != "SIP/2.0/" || !isToken(v[8:sp]) || bytes.ContainsAny(v[sp+1:], " \t,\"") {

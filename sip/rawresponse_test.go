@@ -64,7 +64,10 @@ func TestScanResponse(t *testing.T) {
 		{"space before the colon", respLines("100 Trying", "", with(0, "Via : SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.s")...), false, 0, "", ""},
 		{"space before a parameter", respLines("100 Trying", "", with(0, "Via: SIP/2.0/UDP 127.0.0.1:15070 ;branch=z9hG4bK.s")...), false, 0, "", ""},
 		{"value padded", respLines("100 Trying", "", with(0, "Via:   SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.s  ")...), true, 100, "z9hG4bK.s", "INVITE"},
-		{"two Vias on one line", respLines("200 OK", "", with(0, "Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.a, SIP/2.0/UDP 127.0.0.2;branch=z9hG4bK.b")...), false, 0, "", ""},
+		{"two Vias on one line (SIPp)", respLines("200 OK", "", with(0, "Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.a, SIP/2.0/UDP 127.0.0.2;branch=z9hG4bK.b")...), true, 200, "z9hG4bK.a", "INVITE"},
+		{"three Vias, tab after the comma", respLines("200 OK", "", with(0, "v:SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.a,\tSIP/2.0/UDP 127.0.0.2;branch=z9hG4bK.b,SIP/2.0/TCP h;branch=z9hG4bK.c")...), true, 200, "z9hG4bK.a", "INVITE"},
+		{"nothing after the comma", respLines("200 OK", "", with(0, "Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.a,  ")...), false, 0, "", ""},
+		{"space in the first of two", respLines("200 OK", "", with(0, "Via: SIP/2.0/UDP 127.0.0.1:15070 ;branch=z9hG4bK.a, SIP/2.0/UDP 127.0.0.2;branch=z9hG4bK.b")...), false, 0, "", ""},
 		{"folded header", respLines("200 OK", "", with(2, "From: <sip:a@127.0.0.2>", " ;tag=1")...), false, 0, "", ""},
 		{"no branch", respLines("200 OK", "", with(0, "Via: SIP/2.0/UDP 127.0.0.1:15070;rport")...), false, 0, "", ""},
 		{"branch twice", respLines("200 OK", "", with(0, "Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.a;branch=z9hG4bK.b")...), false, 0, "", ""},
@@ -104,7 +107,7 @@ func TestScanResponse(t *testing.T) {
 // top Via's line reads as sipgo's response with its top Via removed.
 func checkRawAgainstSipgo(t *testing.T, data []byte, r rawResponse) {
 	t.Helper()
-	if r.via[0] <= 0 || r.via[1] > len(data) || r.via[0] >= r.via[1] || string(data[r.via[1]-2:r.via[1]]) != "\r\n" {
+	if r.via[0] <= 0 || r.via[1] > len(data) || r.via[0] >= r.via[1] {
 		t.Fatalf("Via line %v out of place in %q", r.via, data)
 	}
 	msg, err := sipmsg.NewParser().ParseSIP(append([]byte(nil), data...))
@@ -145,6 +148,7 @@ func FuzzScanResponse(f *testing.F) {
 	f.Add(respLines("200 OK", "v=0\r\n", plainHeaders...))
 	f.Add(respLines("180 Ringing", "", plainHeaders...))
 	f.Add(respLines("200 OK", "", "v: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.c", "f: <sip:a@x>;tag=1", "t: <sip:b@x>", "i: c1", "CSeq: 2 BYE"))
+	f.Add(respLines("200 OK", "", "Via: SIP/2.0/UDP 127.0.0.1:15070;branch=z9hG4bK.a, SIP/2.0/UDP 127.0.0.2:15060;branch=z9hG4bK-1", "From: <sip:a@x>;tag=1", "To: <sip:b@x>", "Call-ID: x", "CSeq: 1 INVITE"))
 	f.Add(respLines("487 Request Terminated", "", "Via: SIP/2.0/UDP h;branch=z9hG4bK1 , SIP/2.0/UDP g;branch=z9hG4bK2", "From: <sip:a@x>", "To: <sip:b@x>", "Call-ID: x", "CSeq: 1 INVITE"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, ok := scanResponse(data)
@@ -217,11 +221,35 @@ func answerFor(req []byte, status string, extra ...string) []byte {
 	return []byte(b.String())
 }
 
-// withoutTopVia is b without its first Via line.
+// joinVias writes the Via lines of b as one line, values separated by ", ", as SIPp's
+// [last_Via:] does.
+func joinVias(b []byte) []byte {
+	var out, vias []string
+	at := -1
+	for _, l := range strings.Split(string(b), "\r\n") {
+		if v, ok := strings.CutPrefix(l, "Via: "); ok {
+			if at < 0 {
+				at = len(out)
+				out = append(out, "")
+			}
+			vias = append(vias, v)
+			continue
+		}
+		out = append(out, l)
+	}
+	out[at] = "Via: " + strings.Join(vias, ", ")
+	return []byte(strings.Join(out, "\r\n"))
+}
+
+// withoutTopVia is b without its first Via: the line, or the line's first value.
 func withoutTopVia(b []byte) []byte {
-	i := bytes.Index(b, []byte("\r\nVia: "))
-	j := bytes.Index(b[i+2:], crlf)
-	return append(append([]byte(nil), b[:i+2]...), b[i+2+j+2:]...)
+	i := bytes.Index(b, []byte("\r\nVia: ")) + 2
+	j := bytes.Index(b[i:], crlf)
+	line := b[i : i+j]
+	if c := bytes.Index(line, []byte(", ")); c >= 0 {
+		return append(append(append([]byte(nil), b[:i+len("Via: ")]...), line[c+2:]...), b[i+j:]...)
+	}
+	return append(append([]byte(nil), b[:i]...), b[i+j+2:]...)
 }
 
 // Responses of the plain shape reach the caller as the next hop sent them, byte for byte,
@@ -241,6 +269,9 @@ func TestResponsesRelayedAsSent(t *testing.T) {
 				answerFor(req, "180 Ringing", "X-Opaque:   kept   as   sent  "),
 				answerFor(req, "200 OK", "Contact:    <sip:uas@127.0.0.1:5999>;expires=60", "X-Opaque: \t tab"),
 			}
+		}, 200, 0, true},
+		{"one Via line (SIPp)", func(req []byte) [][]byte {
+			return [][]byte{joinVias(answerFor(req, "180 Ringing")), joinVias(answerFor(req, "200 OK"))}
 		}, 200, 0, true},
 		{"486", func(req []byte) [][]byte {
 			return [][]byte{answerFor(req, "486 Busy Here", "X-Opaque:   busy")}
