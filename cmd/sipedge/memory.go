@@ -14,28 +14,48 @@ import (
 // cycle runs and the runtime keeps the peak's pages until its forced GC about two minutes
 // later (notes, trap D). runIdleRelease notices the quiet and returns the memory at once.
 const (
-	releaseInterval  = 5 * time.Second
-	idleAllocBytes   = 8 << 20  // allocated per interval below which the process counts as idle
-	minRetainedBytes = 32 << 20 // not worth a forced GC below this
+	releaseTick    = time.Second
+	idleAllocBytes = 2 << 20 // allocated per tick below which the process counts as quiet
+	// quietBeforeRelease is how long the quiet must last after a busy tick before the
+	// first release, releaseEvery how many quiet ticks apart the next ones come.
+	quietBeforeRelease = 2
+	releaseEvery       = 5
+	minRetainedBytes   = 32 << 20 // not worth a forced GC below this
 	// maxIdleReleases bounds the forced GCs of one quiet period: transactions finished
-	// just before the load stopped stay live for up to 32 s (RFC timers), so the first
+	// just before the load stopped stay for up to 32 s (RFC timers), so the first
 	// releases return only part of the peak; after that the heap is what it is.
 	maxIdleReleases = 8
 )
 
-// releaseStep is the decision of one interval: allocated is what the process allocated
-// during it, retained the heap memory it holds from the OS. It returns the new count of
-// consecutive idle intervals and whether to release now.
-func releaseStep(idleTicks int, allocated, retained uint64) (int, bool) {
+// releaser decides, tick by tick, when to give memory back: only after load, once it has
+// been quiet for quietBeforeRelease ticks, then every releaseEvery quiet ticks, at most
+// maxIdleReleases times. Never at start-up or during a quiet period that followed no load:
+// a forced GC that coincides with traffic starting costs that traffic latency.
+type releaser struct {
+	quiet int  // consecutive quiet ticks
+	load  bool // a busy tick came since the last quiet period's releases ended
+}
+
+// step takes what the process allocated during one tick and the heap memory it holds
+// from the OS, and reports whether to release now.
+func (r *releaser) step(allocated, retained uint64) bool {
 	if allocated > idleAllocBytes {
-		return 0, false
+		r.quiet, r.load = 0, true
+		return false
 	}
-	idleTicks++
-	return idleTicks, idleTicks <= maxIdleReleases && retained > minRetainedBytes
+	r.quiet++
+	n := r.quiet - quietBeforeRelease
+	if !r.load || n < 0 || n%releaseEvery != 0 {
+		return false
+	}
+	if n/releaseEvery >= maxIdleReleases-1 {
+		r.load = false // the last release of this quiet period
+	}
+	return retained > minRetainedBytes
 }
 
 // runIdleRelease forces a GC and returns freed memory to the OS when the process turns
-// idle after a load peak (see releaseStep), until ctx ends.
+// idle after a load peak (see releaser), until ctx ends.
 func runIdleRelease(ctx context.Context, log zerolog.Logger) error {
 	samples := []metrics.Sample{
 		{Name: "/gc/heap/allocs:bytes"},
@@ -43,10 +63,10 @@ func runIdleRelease(ctx context.Context, log zerolog.Logger) error {
 		{Name: "/memory/classes/heap/unused:bytes"},
 		{Name: "/memory/classes/heap/free:bytes"},
 	}
-	tick := time.NewTicker(releaseInterval)
+	tick := time.NewTicker(releaseTick)
 	defer tick.Stop()
 	var lastAllocs uint64
-	idle := 0
+	var r releaser
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,10 +83,9 @@ func runIdleRelease(ctx context.Context, log zerolog.Logger) error {
 		allocated := v[0] - lastAllocs
 		lastAllocs = v[0]
 		retained := v[1] + v[2] + v[3]
-		var release bool
-		if idle, release = releaseStep(idle, allocated, retained); release {
+		if r.step(allocated, retained) {
 			debug.FreeOSMemory()
-			log.Debug().Uint64("retained_bytes", retained).Int("idle_intervals", idle).Msg("idle: memory returned to the OS")
+			log.Debug().Uint64("retained_bytes", retained).Int("quiet_seconds", r.quiet).Msg("idle after load: memory returned to the OS")
 		}
 	}
 }

@@ -2,28 +2,54 @@ package main
 
 import "testing"
 
-func TestReleaseStep(t *testing.T) {
-	const big, small = minRetainedBytes + 1, minRetainedBytes - 1
-	idle := 0
-	var release bool
-	// Under load: never.
-	if idle, release = releaseStep(idle, idleAllocBytes+1, big); idle != 0 || release {
-		t.Fatalf("busy interval: idle=%d release=%v", idle, release)
-	}
-	// The load stops: release on each of the first maxIdleReleases quiet intervals, then stop.
-	for i := 1; i <= maxIdleReleases+3; i++ {
-		idle, release = releaseStep(idle, 1<<20, big)
-		if want := i <= maxIdleReleases; release != want || idle != i {
-			t.Fatalf("quiet interval %d: idle=%d release=%v, want release=%v", i, idle, release, want)
+// releases runs a releaser over ticks (true: busy) with a large heap and returns the ticks
+// (0-based) at which it released.
+func releases(r *releaser, ticks []bool, retained uint64) []int {
+	var at []int
+	for i, busy := range ticks {
+		var allocated uint64
+		if busy {
+			allocated = idleAllocBytes + 1
+		}
+		if r.step(allocated, retained) {
+			at = append(at, i)
 		}
 	}
-	// A small heap is not worth a forced GC.
-	if _, release = releaseStep(0, 0, small); release {
-		t.Fatal("released a small heap")
+	return at
+}
+
+func quietTicks(n int) []bool { return make([]bool, n) }
+
+func TestReleaser(t *testing.T) {
+	const big, small = minRetainedBytes + 1, minRetainedBytes - 1
+	// Start-up, then a quiet period with no load before it: never (a release as traffic
+	// starts would cost that traffic latency).
+	var r releaser
+	if at := releases(&r, quietTicks(60), big); len(at) != 0 {
+		t.Fatalf("released at %v with no load before", at)
 	}
-	// New load resets the count: the next quiet period releases again.
-	idle, _ = releaseStep(idle, idleAllocBytes+1, big)
-	if idle, release = releaseStep(idle, 0, big); idle != 1 || !release {
-		t.Fatalf("after new load: idle=%d release=%v", idle, release)
+	// Load, then quiet: the first release after quietBeforeRelease quiet ticks, then
+	// every releaseEvery, maxIdleReleases in all.
+	ticks := append([]bool{true, true, true}, quietTicks(80)...)
+	at := releases(&r, ticks, big)
+	if len(at) != maxIdleReleases {
+		t.Fatalf("released %d times (%v), want %d", len(at), at, maxIdleReleases)
+	}
+	for i, tick := range at {
+		if want := 3 + quietBeforeRelease - 1 + i*releaseEvery; tick != want {
+			t.Fatalf("release %d at tick %d, want %d (all: %v)", i, tick, want, at)
+		}
+	}
+	// Load coming back resets the count: the next quiet period releases again.
+	if at := releases(&r, append([]bool{true}, quietTicks(quietBeforeRelease)...), big); len(at) != 1 {
+		t.Fatalf("after new load: released at %v, want once", at)
+	}
+	// Busy ticks never release; a small heap is not worth a forced GC.
+	r = releaser{}
+	if at := releases(&r, []bool{true, true, true, true}, big); len(at) != 0 {
+		t.Fatalf("released under load at %v", at)
+	}
+	if at := releases(&r, quietTicks(40), small); len(at) != 0 {
+		t.Fatalf("released a small heap at %v", at)
 	}
 }
