@@ -147,7 +147,7 @@ type answer struct {
 	cancel bool             // it answers a CANCEL: ours, never relayed
 	msg    *sipmsg.Response // the parsed response; nil on the raw path
 	raw    []byte           // the raw path: the datagram
-	via    [2]int           // the raw path: our Via's line in raw
+	via    [2]int           // the raw path: what to cut of raw to remove our Via (rawResponse.via)
 	buf    *bytes.Buffer    // what goes downstream, once made (down)
 }
 
