@@ -307,11 +307,13 @@ func (t *txTable) finOldestExpired(ns int64) bool {
 	return int64(binary.LittleEndian.Uint64(r)) <= ns
 }
 
-// finServerLocked looks k up among finished transactions (t.finMu held).
-func (t *txTable) finServerLocked(k []byte) (finView, bool) {
+// finFind looks key up in one of the finished records' indexes (f.srv with the server
+// key, f.cli with our branch), checking the hit against the record's own digest of that
+// key (t.finMu held).
+func (t *txTable) finFind(index map[uint64]uint64, key []byte, server bool) (finView, bool) {
 	f := &t.fin
-	d := t.digest(k)
-	pos, ok := f.srv[d.index()]
+	d := t.digest(key)
+	pos, ok := index[d.index()]
 	if !ok {
 		return finView{}, false
 	}
@@ -319,10 +321,19 @@ func (t *txTable) finServerLocked(k []byte) (finView, bool) {
 	if r == nil {
 		return finView{}, false
 	}
-	if skey, _, _, _ := finFields(r); !bytes.Equal(skey, d[:]) {
+	stored, _, _, _ := finFields(r)
+	if !server {
+		_, stored, _, _ = finFields(r)
+	}
+	if !bytes.Equal(stored, d[:]) {
 		return finView{}, false
 	}
 	return f.view(r), true
+}
+
+// finServerLocked looks a server key up among finished transactions (t.finMu held).
+func (t *txTable) finServerLocked(k []byte) (finView, bool) {
+	return t.finFind(t.fin.srv, k, true)
 }
 
 // finServer looks a server key up among finished transactions.
@@ -336,18 +347,5 @@ func (t *txTable) finServer(k []byte) (finView, bool) {
 func (t *txTable) finClient(branch []byte) (finView, bool) {
 	t.finMu.Lock()
 	defer t.finMu.Unlock()
-	f := &t.fin
-	d := t.digest(branch)
-	pos, ok := f.cli[d.index()]
-	if !ok {
-		return finView{}, false
-	}
-	r := f.record(pos)
-	if r == nil {
-		return finView{}, false
-	}
-	if _, ckey, _, _ := finFields(r); !bytes.Equal(ckey, d[:]) {
-		return finView{}, false
-	}
-	return f.view(r), true
+	return t.finFind(t.fin.cli, branch, false)
 }

@@ -158,21 +158,35 @@ func (n *node) readyz() (int, readyzBody) {
 	return res.StatusCode, b
 }
 
-// api sends one authenticated JSON request and returns the status and decoded body.
-func (n *node) api(t *testing.T, method, path, body string) (int, map[string]any) {
-	t.Helper()
+// accountRequest is one authenticated JSON request to the test account's API.
+func (n *node) accountRequest(method, path, body string) *http.Request {
 	req, _ := http.NewRequest(method, "http://"+n.http.String()+"/v1/Account/"+testAuthID+"/Zentrunk/"+path, strings.NewReader(body))
 	req.SetBasicAuth(testAuthID, testToken)
 	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Timeout: 10 * time.Second}
-	res, err := c.Do(req)
+	return req
+}
+
+// doJSON sends req within timeout and returns the status, the decoded JSON body and the
+// response headers.
+func doJSON(req *http.Request, timeout time.Duration) (int, map[string]any, http.Header, error) {
+	res, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, nil, err
 	}
 	defer res.Body.Close()
 	var m map[string]any
 	_ = json.NewDecoder(res.Body).Decode(&m)
-	return res.StatusCode, m
+	return res.StatusCode, m, res.Header, nil
+}
+
+// api sends one authenticated JSON request and returns the status and decoded body.
+func (n *node) api(t *testing.T, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	code, m, _, err := doJSON(n.accountRequest(method, path, body), 10*time.Second)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return code, m
 }
 
 // raiseLimits lets the test account write as fast and as much as a test needs (the

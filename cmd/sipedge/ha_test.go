@@ -127,22 +127,16 @@ func (rig *sentinelRig) masterPort() int {
 // apiReq sends one authenticated request with optional headers; status, body, version
 // header, and a transport error as status 0.
 func (n *node) apiReq(method, path, body string, hdr map[string]string) (int, map[string]any, uint64) {
-	req, _ := http.NewRequest(method, "http://"+n.http.String()+"/v1/Account/"+testAuthID+"/Zentrunk/"+path, strings.NewReader(body))
-	req.SetBasicAuth(testAuthID, testToken)
-	req.Header.Set("Content-Type", "application/json")
+	req := n.accountRequest(method, path, body)
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	c := &http.Client{Timeout: 8 * time.Second}
-	res, err := c.Do(req)
+	code, m, h, err := doJSON(req, 8*time.Second)
 	if err != nil {
 		return 0, nil, 0
 	}
-	defer res.Body.Close()
-	var m map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&m)
-	v, _ := strconv.ParseUint(res.Header.Get("X-Sipedge-Version"), 10, 64)
-	return res.StatusCode, m, v
+	v, _ := strconv.ParseUint(h.Get("X-Sipedge-Version"), 10, 64)
+	return code, m, v
 }
 
 // admin sends one admin request (bearer token).
@@ -150,14 +144,11 @@ func (n *node) admin(t *testing.T, method, path string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://"+n.http.String()+path, nil)
 	req.Header.Set("Authorization", "Bearer "+haAdminToken)
-	res, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	code, m, _, err := doJSON(req, 20*time.Second)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer res.Body.Close()
-	var m map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&m)
-	return res.StatusCode, m
+	return code, m
 }
 
 // failoverRun is what one failover measured.
